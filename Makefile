@@ -1,0 +1,54 @@
+# The front door: CI, the README and humans all use these targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-fast lint format type stack bench faults clean lock
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[local,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the worker, the local stack and the dev tools (quick when up to date)
+
+lock: ## Re-pin requirements/lock.txt from what .venv holds
+	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^cognito-feedback-worker' > $(LOCK)
+
+run: install ## Start the local stack, drain a demo workload through the worker, print a summary
+	$(BIN)/feedback-worker demo
+
+test: install ## Lint, type-check and run the whole test suite against the local stack
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install ## Only the tests (no lint or type check)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
+
+format: install ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix worker tests
+	$(BIN)/ruff format worker tests
+
+type: install ## mypy --strict over worker/ and tests/
+	$(BIN)/mypy
+
+stack: install ## Run the local stack in the foreground and print the environment to export
+	$(BIN)/feedback-worker local
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis build *.egg-info

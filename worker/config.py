@@ -1,0 +1,337 @@
+"""The worker's settings: one typed, frozen object built once from CLI flags and env vars.
+
+Every setting is both a flag and an environment variable; a flag wins over the variable, the
+variable over the default. Nothing else in the project reads ``os.environ`` for its own settings
+(AWS settings come from botocore's standard chain). A bad value raises ConfigError naming the
+setting, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from worker.errors import ConfigError
+
+LogFormat = Literal["json", "console", "auto"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# SQS limits (FACTS.md): visibility 0 s to 12 h, long poll at most 20 s.
+MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
+MAX_WAIT_TIME_S = 20
+# Cognito's user-write quota is 25/s per account per region; the default leaves headroom for
+# the application's own user writes, which share it.
+DEFAULT_RATE_LIMIT = 20.0
+# Cognito allows about 10 writes per second to a single user.
+DEFAULT_USER_RATE_LIMIT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `feedback-worker run` needs, validated."""
+
+    queue_url: str
+    dlq_url: str
+    concurrency: int = 16
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    user_rate_limit: float = DEFAULT_USER_RATE_LIMIT
+    visibility_timeout_s: float = 60.0
+    shutdown_timeout_s: float = 20.0
+    max_attempts: int = 8
+    wait_time_s: float = 20.0
+    metrics_port: int = 9464
+    metrics_bind: str = "127.0.0.1"
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+    username_hash_key: bytes = b""
+    until_empty: bool = False
+
+    @property
+    def max_held(self) -> int:
+        """How many messages may be held locally at once (received, not yet settled).
+
+        Enough to keep every Cognito slot busy plus one receive batch waiting behind them,
+        so prefetch stays bounded while the next batch is already on hand.
+        """
+        return self.concurrency + 10
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.queue_url.endswith(".fifo")
+
+
+# -- parsers: each takes the raw text and returns the value or raises ValueError(reason) --
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 0 to 65535 (0 turns it off)")
+    return value
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 10_000:
+        raise ValueError("must be a number of calls per second above 0")
+    return value
+
+
+def _queue_url(text: str) -> str:
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(parsed.path) < 2:
+        raise ValueError(
+            "must be an SQS queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/name"
+        )
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def _hash_key(text: str) -> bytes:
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters long")
+    return text.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its Settings field, flag, environment variable, parser and help text."""
+
+    field: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.flag} / {self.env}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "queue_url",
+        "--queue-url",
+        "FEEDBACK_QUEUE_URL",
+        _queue_url,
+        "URL of the SQS queue that holds the verdicts",
+        required=True,
+    ),
+    Setting(
+        "dlq_url",
+        "--dlq-url",
+        "FEEDBACK_DLQ_URL",
+        _queue_url,
+        "URL of the dead-letter queue for verdicts that can never succeed",
+        required=True,
+    ),
+    Setting(
+        "concurrency",
+        "--concurrency",
+        "FEEDBACK_CONCURRENCY",
+        _positive_int,
+        "most Cognito calls in flight at once",
+        default=16,
+    ),
+    Setting(
+        "rate_limit",
+        "--rate-limit",
+        "FEEDBACK_RATE_LIMIT",
+        _rate,
+        "most Cognito calls per second per region from this process",
+        default=DEFAULT_RATE_LIMIT,
+    ),
+    Setting(
+        "user_rate_limit",
+        "--user-rate-limit",
+        "FEEDBACK_USER_RATE_LIMIT",
+        _rate,
+        "most Cognito calls per second to one user",
+        default=DEFAULT_USER_RATE_LIMIT,
+    ),
+    Setting(
+        "visibility_timeout_s",
+        "--visibility-timeout",
+        "FEEDBACK_VISIBILITY_TIMEOUT",
+        _seconds(5, MAX_VISIBILITY_TIMEOUT_S),
+        "seconds a received message stays hidden; held messages are extended before it ends",
+        default=60.0,
+    ),
+    Setting(
+        "shutdown_timeout_s",
+        "--shutdown-timeout",
+        "FEEDBACK_SHUTDOWN_TIMEOUT",
+        _seconds(0, 3600),
+        "seconds in-flight calls may take to finish after SIGTERM",
+        default=20.0,
+    ),
+    Setting(
+        "max_attempts",
+        "--max-attempts",
+        "FEEDBACK_MAX_ATTEMPTS",
+        _positive_int,
+        "transient failures (5xx, timeouts) before a message is dead-lettered",
+        default=8,
+    ),
+    Setting(
+        "wait_time_s",
+        "--wait-time",
+        "FEEDBACK_WAIT_TIME",
+        _seconds(0, MAX_WAIT_TIME_S),
+        "long-poll wait of each receive, in seconds",
+        default=20.0,
+    ),
+    Setting(
+        "metrics_port",
+        "--metrics-port",
+        "FEEDBACK_METRICS_PORT",
+        _port,
+        "port of /metrics, /healthz and /readyz (0 = off)",
+        default=9464,
+    ),
+    Setting(
+        "metrics_bind",
+        "--metrics-bind",
+        "FEEDBACK_METRICS_BIND",
+        str,
+        "address the metrics and health server binds to",
+        default="127.0.0.1",
+    ),
+    Setting(
+        "log_format",
+        "--log-format",
+        "FEEDBACK_LOG_FORMAT",
+        _choice("json", "console", "auto"),
+        "json, console, or auto (console on a terminal, json elsewhere)",
+        default="auto",
+    ),
+    Setting(
+        "log_level",
+        "--log-level",
+        "FEEDBACK_LOG_LEVEL",
+        _choice(*LOG_LEVELS),
+        "lowest level logged",
+        default="info",
+    ),
+    Setting(
+        "username_hash_key",
+        "--username-hash-key",
+        "FEEDBACK_USERNAME_HASH_KEY",
+        _hash_key,
+        "key of the hash that stands for usernames in logs (random per process when unset; "
+        "set it to correlate across replicas)",
+        secret=True,
+    ),
+)
+SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def add_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
+    """Add the flags of `fields` (all settings when None), documenting each env var and default."""
+    for setting in SETTINGS if fields is None else [SETTINGS_BY_FIELD[f] for f in fields]:
+        default = (
+            "required"
+            if setting.required
+            else ("unset" if setting.default is None else f"{setting.default}")
+        )
+        parser.add_argument(
+            setting.flag,
+            dest=setting.field,
+            default=None,
+            metavar=setting.env.removeprefix("FEEDBACK_"),
+            help=f"{setting.help} [env {setting.env}; default: {default}]",
+        )
+
+
+def resolve(
+    args: argparse.Namespace | Mapping[str, Any],
+    environ: Mapping[str, str],
+    fields: Sequence[str],
+) -> dict[str, Any]:
+    """Resolve `fields` from flags, then the environment, then defaults; validate each."""
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    values: dict[str, Any] = {}
+    for field in fields:
+        setting = SETTINGS_BY_FIELD[field]
+        raw = given.get(field)
+        source = setting.flag
+        if raw is None:
+            raw = environ.get(setting.env)
+            source = setting.env
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            if setting.required:
+                raise ConfigError(setting.label, "is required but not set")
+            if setting.default is not None:
+                values[field] = setting.default
+            continue
+        try:
+            values[field] = setting.parse(str(raw).strip())
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            reason = (
+                str(exc)
+                if not str(exc).startswith(("invalid literal", "could not convert"))
+                else ("must be a number")
+            )
+            raise ConfigError(source, f"{shown} {reason}") from None
+    return values
+
+
+def load_settings(
+    args: argparse.Namespace | Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    until_empty: bool = False,
+) -> Settings:
+    """Build the worker's Settings; raises ConfigError naming the first bad setting."""
+    env = os.environ if environ is None else environ
+    values = resolve(args, env, [s.field for s in SETTINGS])
+    values.setdefault("username_hash_key", secrets.token_bytes(32))
+    settings = Settings(**values, until_empty=until_empty)
+    if settings.shutdown_timeout_s >= settings.visibility_timeout_s:
+        raise ConfigError(
+            "--shutdown-timeout / FEEDBACK_SHUTDOWN_TIMEOUT",
+            f"({settings.shutdown_timeout_s:g} s) must be shorter than the visibility timeout "
+            f"({settings.visibility_timeout_s:g} s), or draining messages could be redelivered",
+        )
+    if settings.queue_url == settings.dlq_url:
+        raise ConfigError("--dlq-url / FEEDBACK_DLQ_URL", "must differ from the source queue URL")
+    if settings.is_fifo != settings.dlq_url.endswith(".fifo"):
+        raise ConfigError(
+            "--dlq-url / FEEDBACK_DLQ_URL",
+            "a FIFO source queue needs a FIFO dead-letter queue, and a standard one a standard DLQ",
+        )
+    return settings

@@ -1,0 +1,96 @@
+"""Liveness and readiness, and the HTTP server that serves them with /metrics.
+
+/healthz (liveness) says the event loop and the receive loop are ticking; it never depends on
+AWS being reachable, so an outage does not get the worker restarted in a loop. /readyz
+(readiness) says the worker can do its job now: configured, clients built, receiving, and not
+paused by a systemic failure.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import prometheus_client
+from aiohttp import web
+
+from worker.gate import SystemicGate
+
+# Receive errors in a row before readiness drops (one blip is not an outage).
+RECEIVE_FAILURES_UNREADY = 3
+
+
+@dataclass
+class HealthState:
+    """What the probes report; updated by the receive loop and the service."""
+
+    liveness_stale_s: float
+    gate: SystemicGate
+    started: bool = False
+    stopping: bool = False
+    receive_failures: int = 0
+    last_receive_error: str = ""
+    last_tick: float = field(default_factory=time.monotonic)
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def receive_ok(self) -> None:
+        self.receive_failures = 0
+        self.last_receive_error = ""
+
+    def receive_failed(self, error: str) -> None:
+        self.receive_failures += 1
+        self.last_receive_error = error
+
+    def live(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last_tick
+        if age > self.liveness_stale_s:
+            return False, f"receive loop last ticked {age:.0f} s ago"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting"
+        if self.stopping:
+            return False, "shutting down"
+        if self.gate.paused:
+            return False, f"paused by a systemic failure: {self.gate.reason}"
+        if self.receive_failures >= RECEIVE_FAILURES_UNREADY:
+            return False, f"cannot receive from SQS: {self.last_receive_error}"
+        return True, "ok"
+
+
+def build_app(state: HealthState) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        ok, reason = state.live()
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "reason": reason}, status=200 if ok else 503
+        )
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok, reason = state.ready()
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "reason": reason}, status=200 if ok else 503
+        )
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest()
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_server(state: HealthState, host: str, port: int) -> web.AppRunner:
+    """Serve the probes and metrics; the caller cleans the runner up."""
+    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

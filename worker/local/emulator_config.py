@@ -1,0 +1,95 @@
+"""The emulator's tunable behaviour: quotas, latency, fault rates and credentials."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_QUOTA_PER_REGION = 25.0  # Cognito's user-write category, requests/s, not adjustable
+DEFAULT_PER_USER_LIMIT = 10.0  # write requests/s for one user
+DEFAULT_KNOWN_KEYS = {"testing": "testing"}
+
+_FAULT_FIELDS = ("fault_internal_error", "fault_untyped_throttle", "fault_drop_connection")
+_RATE_FIELDS = ("quota_per_region", "burst", "per_user_limit", "latency_s", "latency_jitter_s")
+
+
+class ConfigValueError(ValueError):
+    """A control request asked for a setting the emulator does not have or cannot take."""
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything ``POST /_emulator/config`` can change. Rates are per second; 0 turns a
+    limit off. ``burst`` is the region bucket's size, one second's worth when None."""
+
+    quota_per_region: float = DEFAULT_QUOTA_PER_REGION
+    burst: float | None = None
+    per_user_limit: float = DEFAULT_PER_USER_LIMIT
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    fault_internal_error: float = 0.0
+    fault_untyped_throttle: float = 0.0
+    fault_drop_connection: float = 0.0
+    denied_access_keys: frozenset[str] = frozenset()
+    known_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KNOWN_KEYS))
+
+    @property
+    def region_bucket_size(self) -> float:
+        size = self.quota_per_region if self.burst is None else self.burst
+        return max(1.0, size)  # a bucket smaller than one token would refuse every call
+
+    @property
+    def fault_total(self) -> float:
+        return self.fault_internal_error + self.fault_untyped_throttle + self.fault_drop_connection
+
+    def updated(self, changes: Mapping[str, Any]) -> EmulatorConfig:
+        """A copy with `changes` applied; raises ConfigValueError naming the bad setting."""
+        names = {f.name for f in dataclasses.fields(self)}
+        if unknown := sorted(set(changes) - names):
+            raise ConfigValueError(f"unknown settings: {', '.join(unknown)}")
+        clean: dict[str, Any] = {}
+        for name, value in changes.items():
+            clean[name] = _coerce(name, value)
+        new = dataclasses.replace(self, **clean)
+        if new.fault_total > 1.0:
+            raise ConfigValueError("fault fractions add up to more than 1")
+        return new
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["denied_access_keys"] = sorted(self.denied_access_keys)
+        data["known_keys"] = dict(self.known_keys)
+        return data
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigValueError(f"{name} must be a finite number")
+    if value < 0:
+        raise ConfigValueError(f"{name} must not be negative")
+    return float(value)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "burst" and value is None:
+        return None
+    if name in _RATE_FIELDS:
+        return _number(name, value)
+    if name in _FAULT_FIELDS:
+        fraction = _number(name, value)
+        if fraction > 1.0:
+            raise ConfigValueError(f"{name} is a fraction between 0 and 1")
+        return fraction
+    if name == "denied_access_keys":
+        if isinstance(value, str) or not all(isinstance(k, str) for k in value):
+            raise ConfigValueError("denied_access_keys must be a list of access key ids")
+        return frozenset(value)
+    # known_keys: the whole map is replaced, so a key can also be revoked.
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigValueError("known_keys must map access key ids to secret keys")
+    return dict(value)

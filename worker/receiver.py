@@ -1,0 +1,174 @@
+"""The receive loop: long polls for as many messages as there is room to hold, never dies.
+
+A silently stopped poller is the most reported failure of SQS consumers, so every receive
+error is caught, counted, logged and followed by a jittered backoff, and the loop ticks the
+liveness clock on every turn, including while it waits for room or for a pause to end.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from worker import backoff, metrics
+from worker.handler import Handler
+from worker.health import HealthState
+from worker.message import SYSTEM_ATTRIBUTES, Message
+from worker.outcome import classify_exception
+
+log = structlog.get_logger()
+
+SQS_RECEIVE_LIMIT = 10
+# In --until-empty mode a short poll ends the run promptly once the queue is drained.
+UNTIL_EMPTY_WAIT_S = 2
+# How often the loop wakes to tick the liveness clock while it waits.
+IDLE_TICK_S = 5.0
+# The queue's counters are approximate and lag: read them twice, this far apart.
+EMPTY_CONFIRM_DELAY_S = 1.0
+QUEUE_COUNTERS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+class Receiver:
+    """Receives messages and starts one handler task per message in `work`."""
+
+    def __init__(self, handler: Handler, health: HealthState) -> None:
+        self.handler = handler
+        self.health = health
+        self.settings = handler.settings
+        self._scope = anyio.CancelScope()
+        self._idle = anyio.CancelScope()
+
+    def stop(self) -> None:
+        """Receive no more; a long poll in progress may finish (its messages are given back)."""
+        self._idle.cancel()
+
+    def abandon(self) -> None:
+        """Stop at once, even in the middle of a long poll."""
+        self._scope.cancel()
+
+    async def run(self, work: TaskGroup) -> None:
+        with self._scope:
+            await self._run(work)
+
+    async def _run(self, work: TaskGroup) -> None:
+        failures = 0
+        wait_s = self.settings.wait_time_s
+        if self.settings.until_empty:
+            wait_s = min(wait_s, UNTIL_EMPTY_WAIT_S)
+        while not self.handler.stopping:
+            self.health.tick()
+            if not await self._wait_until_receiving():
+                continue
+            room = await self._take_room()
+            if room == 0:
+                continue
+            try:
+                sqs = await self.handler.clients.sqs()
+                response = await sqs.receive_message(
+                    QueueUrl=self.settings.queue_url,
+                    MaxNumberOfMessages=room,
+                    WaitTimeSeconds=int(wait_s),
+                    VisibilityTimeout=int(self.settings.visibility_timeout_s),
+                    MessageSystemAttributeNames=list(SYSTEM_ATTRIBUTES),  # type: ignore[arg-type]
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:
+                self._give_back(room)
+                failures += 1
+                outcome = classify_exception(exc)
+                metrics.RECEIVE_ERRORS.labels(outcome.code).inc()
+                self.health.receive_failed(f"{outcome.code}: {outcome.message}")
+                delay = backoff.full_jitter(
+                    failures, base_s=backoff.RECEIVE_BASE_S, cap_s=backoff.RECEIVE_CAP_S
+                )
+                log.warning(
+                    "receive.failed",
+                    code=outcome.code,
+                    error=outcome.message,
+                    failures=failures,
+                    retry_in_s=round(delay, 2),
+                )
+                await self._idle_for(delay)
+                continue
+            failures = 0
+            self.health.receive_ok()
+            messages = response.get("Messages", [])
+            self._give_back(room - len(messages))
+            for raw in messages:
+                await self._start(work, Message.from_sqs(dict(raw)))
+            if self.settings.until_empty and not messages and await self._drained():
+                log.info("receive.drained")
+                break
+
+    async def _idle_for(self, seconds: float) -> None:
+        with self._idle_scope(seconds):
+            await anyio.sleep(seconds)
+
+    def _idle_scope(self, seconds: float) -> anyio.CancelScope:
+        """A wait that `stop()` ends at once; a fresh scope each time, since they are one-shot."""
+        self._idle = anyio.move_on_after(seconds)
+        if self.handler.stopping:
+            self._idle.cancel()
+        return self._idle
+
+    async def _wait_until_receiving(self) -> bool:
+        """While paused with a probe out, receive nothing; True when receiving may go on."""
+        gate = self.handler.gate
+        if gate.paused and gate.has_probe:
+            with self._idle_scope(IDLE_TICK_S):
+                await gate.changed()
+            return False
+        return True
+
+    async def _take_room(self) -> int:
+        """Claim up to ten held-message slots, waiting for at least one."""
+        slots = self.handler.slots
+        with self._idle_scope(IDLE_TICK_S):
+            await slots.acquire()
+            room = 1
+            # While paused, only one message is needed: the probe.
+            limit = 1 if self.handler.gate.paused else SQS_RECEIVE_LIMIT
+            while room < limit and slots.value > 0:
+                slots.acquire_nowait()
+                room += 1
+            return room
+        return 0
+
+    def _give_back(self, count: int) -> None:
+        for _ in range(count):
+            self.handler.slots.release()
+
+    async def _start(self, work: TaskGroup, message: Message) -> None:
+        metrics.RECEIVED.inc()
+        if not self.handler.leases.add(message):
+            # Already held here (SQS delivers at least once): the held copy will settle it.
+            log.info("receive.duplicate", message_id=message.message_id)
+            self._give_back(1)
+            return
+        work.start_soon(self.handler.handle, message, name=f"message {message.message_id}")
+
+    async def _drained(self) -> bool:
+        """Nothing held here and the queue reports nothing visible or in flight, twice."""
+        sqs = await self.handler.clients.sqs()
+        for read in range(2):
+            if len(self.handler.leases) or self.handler.tasks:
+                return False
+            try:
+                response = await sqs.get_queue_attributes(
+                    QueueUrl=self.settings.queue_url,
+                    AttributeNames=list(QUEUE_COUNTERS),  # type: ignore[arg-type]
+                )
+            except Exception as exc:
+                log.warning("receive.queue_attributes_failed", error=str(exc))
+                return False
+            counts = response.get("Attributes", {})
+            if any(int(counts.get(name, "0")) for name in QUEUE_COUNTERS):  # type: ignore[call-overload]
+                return False
+            if read == 0:
+                await anyio.sleep(EMPTY_CONFIRM_DELAY_S)
+        return True

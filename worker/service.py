@@ -1,0 +1,143 @@
+"""The worker process: builds the parts, runs them under one task group, shuts down in two phases.
+
+First SIGTERM/SIGINT: stop receiving, give back every message not yet in a call, let calls in
+flight finish within the shutdown timeout, then give back the rest, flush deletes and exit 0.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from worker import exitcodes
+from worker.batching import Batcher
+from worker.clients import Clients
+from worker.config import Settings
+from worker.gate import SystemicGate
+from worker.handler import Handler
+from worker.health import HealthState, start_server
+from worker.leases import Leases
+from worker.receiver import Receiver
+
+log = structlog.get_logger()
+
+# Liveness fails if the receive loop has not ticked for this long beyond one long poll.
+LIVENESS_GRACE_S = 60.0
+
+
+class Service:
+    """One worker process's parts, wired together."""
+
+    def __init__(self, settings: Settings, clients: Clients, sqs: Any) -> None:
+        self.settings = settings
+        self.gate = SystemicGate()
+        self.leases = Leases(settings.visibility_timeout_s)
+        queue_url = settings.queue_url
+        self.deleter = Batcher(
+            "delete", lambda entries: sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        )
+        self.visibility = Batcher(
+            "change_visibility",
+            lambda entries: sqs.change_message_visibility_batch(
+                QueueUrl=queue_url, Entries=entries
+            ),
+        )
+        self.handler = Handler(
+            settings, clients, self.leases, self.deleter, self.visibility, self.gate
+        )
+        self.health = HealthState(
+            liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S, gate=self.gate
+        )
+        self.receiver = Receiver(self.handler, self.health)
+        self.started_at = time.monotonic()
+
+    async def run(self) -> int:
+        async with anyio.create_task_group() as infra:
+            await infra.start(self.deleter.run)
+            await infra.start(self.visibility.run)
+            infra.start_soon(self.leases.heartbeat, self.visibility)
+            infra.start_soon(self._watch_signals, infra)
+            self.health.started = True
+            log.info(
+                "worker.started",
+                queue_url=self.settings.queue_url,
+                concurrency=self.settings.concurrency,
+                rate_limit=self.settings.rate_limit,
+                until_empty=self.settings.until_empty,
+                pid=os.getpid(),
+            )
+            async with anyio.create_task_group() as work:
+                work.start_soon(self.receiver.run, work)
+            # Every message task has settled: flush the batchers, then stop the rest.
+            self.deleter.close()
+            self.visibility.close()
+            await self._wait_for_batchers()
+            infra.cancel_scope.cancel()
+        self._log_summary()
+        return exitcodes.OK
+
+    async def _wait_for_batchers(self) -> None:
+        # Batcher.run returns once closed and flushed; only then may the infra group go.
+        await self.deleter.finished.wait()
+        await self.visibility.finished.wait()
+
+    async def _watch_signals(self, infra: TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.handler.stopping:
+                    log.warning("worker.forced_exit", signal=signal.Signals(signum).name)
+                    os._exit(exitcodes.FORCED)
+                self._begin_shutdown(signal.Signals(signum).name, infra)
+
+    def _begin_shutdown(self, reason: str, infra: TaskGroup) -> None:
+        log.info(
+            "worker.stopping",
+            reason=reason,
+            held=len(self.leases),
+            shutdown_timeout_s=self.settings.shutdown_timeout_s,
+        )
+        self.health.stopping = True
+        self.handler.stop_waiting()
+        self.receiver.stop()
+        infra.start_soon(self._enforce_deadline)
+
+    async def _enforce_deadline(self) -> None:
+        await anyio.sleep(self.settings.shutdown_timeout_s)
+        if self.handler.tasks:
+            log.warning("worker.shutdown_deadline", abandoning_calls=len(self.handler.tasks))
+        self.handler.stop_all()
+        # A long poll still in progress is abandoned too.
+        self.receiver.abandon()
+
+    def _log_summary(self) -> None:
+        elapsed = time.monotonic() - self.started_at
+        tally = dict(self.handler.tally)
+        applied = tally.get("applied", 0)
+        log.info(
+            "worker.stopped",
+            elapsed_s=round(elapsed, 1),
+            applied_per_s=round(applied / elapsed, 2) if elapsed > 0 else 0.0,
+            **tally,
+        )
+
+
+async def serve(settings: Settings) -> int:
+    """Run the worker until it is told to stop (or, with --until-empty, the queue is drained)."""
+    async with AsyncExitStack() as stack:
+        clients = Clients(stack, cognito_connections=settings.concurrency)
+        sqs = await clients.sqs()
+        service = Service(settings, clients, sqs)
+        if settings.metrics_port:
+            runner = await start_server(
+                service.health, settings.metrics_bind, settings.metrics_port
+            )
+            stack.push_async_callback(runner.cleanup)
+        return await service.run()
