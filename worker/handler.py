@@ -175,10 +175,13 @@ class Handler:
                 await self._release(task, "systemic_pause")
                 result["outcome"] = "released_paused"
                 return
+            # Wait for the user before taking a region slot, so a busy user does not hold one.
             await self.users.wait(user)
             await pacer.acquire()
-            await self.users.wait(user)
             async with self.calls:
+                # Another call to this user may have started meanwhile: wait and mark with no
+                # checkpoint in between, so two calls to one user are never closer than allowed.
+                await self.users.wait(user)
                 if self.stopping or not self.gate.may_call(task):
                     continue
                 task.phase = Phase.CALLING

@@ -59,7 +59,7 @@ def _workload(valid: int, pools: dict[str, str], rng: random.Random) -> list[tup
             "FeedbackValue": "Valid",
         }
         items.append(("ResourceNotFoundException", json.dumps(body)))
-    lite = pools["lite"] if "lite" in pools else first
+    lite = pools.get("lite", first)
     for i in range(3):
         body = {
             "UserPoolId": lite,
@@ -112,7 +112,7 @@ def _seed(stack: LocalStack, rng: random.Random) -> dict[str, str]:
 
 
 def _send(stack: LocalStack, queues: QueuePair, bodies: list[str]) -> None:
-    sqs = stack._make_sqs_client()  # noqa: SLF001 - the stack's own bare client
+    sqs = stack._make_sqs_client()
     for start in range(0, len(bodies), SEND_BATCH):
         chunk = bodies[start : start + SEND_BATCH]
         entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
@@ -122,7 +122,7 @@ def _send(stack: LocalStack, queues: QueuePair, bodies: list[str]) -> None:
 
 
 def _dlq_codes(stack: LocalStack, queues: QueuePair) -> Counter[str]:
-    sqs = stack._make_sqs_client()  # noqa: SLF001
+    sqs = stack._make_sqs_client()
     codes: Counter[str] = Counter()
     seen: set[str] = set()
     while True:
@@ -192,7 +192,7 @@ def run_demo(*, messages: int = 300, seed: int = 7) -> int:
         progress.start()
         try:
             with log_path.open("w") as log_file:
-                result = subprocess.run(  # noqa: S603 - our own CLI
+                result = subprocess.run(
                     [sys.executable, "-m", "worker", "run", "--until-empty"],
                     env=env,
                     stdout=log_file,
@@ -210,22 +210,29 @@ def run_demo(*, messages: int = 300, seed: int = 7) -> int:
 
     applied = outcomes.get("applied", 0) + outcomes.get("superseded", 0)
     quota = QUOTA_PER_REGION * len(REGIONS)
+    superseded = outcomes.get("superseded", 0)
+    errors = dict(stats["errors"])
+    rows = [
+        ("worker exit code", str(result.returncode)),
+        ("messages enqueued", str(len(workload))),
+        ("applied", f"{outcomes.get('applied', 0)} (+{superseded} superseded by a newer verdict)"),
+        ("dead-lettered", str(sum(dead.values()))),
+        *(
+            (f"  {code}", f"{n} (expected {expected.get(code, 0)})")
+            for code, n in sorted(dead.items())
+        ),
+        ("retries", f"{summary.get('retries', 0)} (Cognito throttled {stats['throttles']} calls)"),
+        ("Cognito errors", ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"),
+        ("elapsed", f"{elapsed:.1f} s"),
+        (
+            "throughput",
+            f"{applied / elapsed:.1f} verdicts/s; quota {quota:.0f}/s "
+            f"({len(REGIONS)} regions x {QUOTA_PER_REGION:.0f}/s)",
+        ),
+    ]
     print("\n== demo summary ==")
-    print(f"worker exit code           {result.returncode}")
-    print(f"messages enqueued          {len(workload)}")
-    print(
-        f"applied                    {outcomes.get('applied', 0)} (+{outcomes.get('superseded', 0)} superseded by a newer verdict)"
-    )
-    print(f"dead-lettered              {sum(dead.values())}")
-    for code, count in sorted(dead.items()):
-        print(f"  {code:<40} {count} (expected {expected.get(code, 0)})")
-    print(
-        f"retries                    {summary.get('retries', 0)} (throttles seen by Cognito: {stats['throttles']}, errors: {dict(stats['errors'])})"
-    )
-    print(f"elapsed                    {elapsed:.1f} s")
-    print(
-        f"throughput                 {applied / elapsed:.1f} verdicts/s against a quota of {quota:.0f}/s ({len(REGIONS)} regions x {QUOTA_PER_REGION:.0f}/s)"
-    )
+    for label, value in rows:
+        print(f"{label:<40} {value}")
     problems = []
     if result.returncode != 0:
         problems.append(f"the worker exited with {result.returncode}")
