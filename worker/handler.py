@@ -38,6 +38,9 @@ DLQ_SEND_ATTEMPTS = 4
 DLQ_UNAVAILABLE_RETRY_S = 60
 SQS_MESSAGE_ATTRIBUTE_LIMIT = 10
 ERROR_MESSAGE_LIMIT = 1024
+POOL_WITHOUT_THREAT_PROTECTION = "UserPoolAddOnNotEnabledException"
+# Pools already warned about; a bound, in case of a flood of bad pool ids.
+POOLS_WARNED_LIMIT = 1000
 
 
 class Phase(enum.Enum):
@@ -85,6 +88,7 @@ class Handler:
         self.tasks: set[Task] = set()
         self.stopping = False
         self.tally: Counter[str] = Counter()
+        self._pools_warned: set[str] = set()
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -134,8 +138,8 @@ class Handler:
         try:
             verdict = parse_verdict(message.body)
         except InvalidMessage as exc:
-            result.update(outcome="dead_lettered", code=exc.code)
-            await self._dead_letter(task, exc.code, exc.message, attempts=0)
+            result["code"] = exc.code
+            result["outcome"] = await self._dead_letter(task, exc.code, exc.message, attempts=0)
             return
         result.update(
             pool_id=verdict.user_pool_id,
@@ -209,9 +213,13 @@ class Handler:
                     await self._delete(task)
                     return
                 case DeadLetter(code=code, message=text):
-                    result.update(outcome="dead_lettered", code=code)
+                    result["code"] = code
+                    if code == POOL_WITHOUT_THREAT_PROTECTION:
+                        self._warn_pool_without_threat_protection(verdict.user_pool_id)
                     attempts = transient_failures + max(message.receive_count - 1, 0)
-                    await self._dead_letter(task, code, text, attempts=max(attempts, 1))
+                    result["outcome"] = await self._dead_letter(
+                        task, code, text, attempts=max(attempts, 1)
+                    )
                     return
                 case Retry(throttled=True):
                     throttles += 1
@@ -325,8 +333,12 @@ class Handler:
                 metrics.SETTLE_ERRORS.labels("change_visibility").inc()
                 log.warning("message.visibility_change_failed", code=exc.code, error=exc.message)
 
-    async def _dead_letter(self, task: Task, code: str, text: str, *, attempts: int) -> None:
-        """Copy the original body byte for byte to the DLQ; delete the source only after that."""
+    async def _dead_letter(self, task: Task, code: str, text: str, *, attempts: int) -> str:
+        """Copy the original body byte for byte to the DLQ; delete the source only after that.
+
+        Returns the outcome for the log line: dead-lettered, or kept for later when the DLQ
+        itself cannot be written.
+        """
         task.phase = Phase.SETTLING
         message = task.message
         with anyio.CancelScope(shield=True):
@@ -345,12 +357,25 @@ class Handler:
                     if attempt == DLQ_SEND_ATTEMPTS:
                         # Keep the message: it comes back later and is tried again.
                         await self._change_visibility(message, DLQ_UNAVAILABLE_RETRY_S)
-                        return
+                        return "dlq_unavailable"
                     await anyio.sleep(
                         backoff.full_jitter(attempt, base_s=backoff.RETRY_BASE_S, cap_s=5.0)
                     )
             metrics.DEAD_LETTERED.labels(code).inc()
             await self._delete(task)
+        return "dead_lettered"
+
+    def _warn_pool_without_threat_protection(self, pool_id: str) -> None:
+        """Every verdict for such a pool will fail: say so loudly, once per pool."""
+        if pool_id in self._pools_warned or len(self._pools_warned) >= POOLS_WARNED_LIMIT:
+            return
+        self._pools_warned.add(pool_id)
+        log.error(
+            "pool.threat_protection_off",
+            pool_id=pool_id,
+            note="the pool is not on the Plus plan or threat protection is off: "
+            "its verdicts are dead-lettered until it is turned on",
+        )
 
     def _dead_letter_params(
         self, message: Message, code: str, text: str, attempts: int
