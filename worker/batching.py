@@ -64,6 +64,7 @@ class Batcher:
         self._send: MemoryObjectSendStream[_Pending] = send
         self._receive: MemoryObjectReceiveStream[_Pending] = receive
         self.finished = anyio.Event()
+        self._gathering: list[_Pending] = []
 
     async def submit(self, entry: dict[str, Any]) -> None:
         """Queue `entry` (no Id) and wait until SQS accepted it; raises BatchEntryFailed."""
@@ -81,16 +82,35 @@ class Batcher:
         # A semaphore, not a CapacityLimiter: the flush task releases what this loop acquired.
         limiter = anyio.Semaphore(FLUSHES_IN_FLIGHT)
         try:
-            async with anyio.create_task_group() as tg, self._receive:
+            async with anyio.create_task_group() as tg:
                 task_status.started()
                 while batch := await self._gather():
                     await limiter.acquire()
                     tg.start_soon(self._flush, batch, limiter)
         finally:
+            self._fail_unsent()
+            self._receive.close()
             self.finished.set()
+
+    def _fail_unsent(self) -> None:
+        """If the loop is cancelled, nobody may wait forever for an entry it never sent."""
+        unsent = self._gathering
+        self._gathering = []
+        while True:
+            try:
+                unsent.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        for pending in unsent:
+            if not pending.done.is_set():
+                pending.error = BatchEntryFailed(
+                    "NotSent", f"{self.name} stopped before sending", sender_fault=False
+                )
+                pending.done.set()
 
     async def _gather(self) -> list[_Pending]:
         batch: list[_Pending] = []
+        self._gathering = batch
         try:
             batch.append(await self._receive.receive())
         except anyio.EndOfStream:

@@ -120,7 +120,11 @@ def _choice(*choices: str) -> Callable[[str], str]:
 def _hash_key(text: str) -> bytes:
     if len(text) < 16:
         raise ValueError("must be at least 16 characters long")
-    return text.encode()
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # Not from the exception: its text would quote a piece of the secret.
+        raise ValueError("must be valid UTF-8 text") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +292,8 @@ def resolve(
         setting = SETTINGS_BY_FIELD[field]
         raw = given.get(field)
         source = setting.flag
+        if isinstance(raw, str) and raw.strip() == "":
+            raise ConfigError(setting.flag, "is given but empty")
         if raw is None:
             raw = environ.get(setting.env)
             source = setting.env

@@ -60,7 +60,8 @@ class AdaptiveRate:
         if now - self._last_decrease < DECREASE_HOLDOFF_S:
             return False
         self._last_decrease = now
-        self._rate = max(MIN_RATE, self._rate * DECREASE_FACTOR)
+        # The floor keeps probing alive, but never above the configured cap.
+        self._rate = max(min(MIN_RATE, self.max_rate), self._rate * DECREASE_FACTOR)
         return True
 
     def take_report(self) -> float | None:
@@ -75,7 +76,8 @@ class Pacer:
     """Spaces calls at least 1/rate apart, first come first served.
 
     Waiters queue on a fair lock and each computes its slot from the *current* rate when it
-    reaches the head, so a slowdown applies at once to everyone still waiting.
+    reaches the head, so a slowdown applies to every waiter behind the one already sleeping
+    to its slot.
     """
 
     def __init__(self, rate: AdaptiveRate, *, clock: Clock = time.monotonic) -> None:
