@@ -58,7 +58,11 @@ async def test_every_kind_of_outcome_ends_in_its_place_with_the_body_intact(
     # Given a pool with two users, a pool without threat protection, and one body of each kind
     pool = seed_pool(users={"alice": ["ev-1", "ev-2"], "bob": ["ev-1"]})
     basic = seed_pool(users={"carol": ["ev-1"]}, threat_protection=False)
-    odd_but_valid = f'  {{"FeedbackValue":"invalid", "EventId":"ev-1","UserPoolId":"{pool}","Username":"bob"}}\n'
+    # Valid, though spaced, reordered and lower-cased: its DLQ copy would have to keep all that.
+    odd_but_valid = (
+        f'  {{"FeedbackValue":"invalid", "EventId":"ev-1",'
+        f'"UserPoolId":"{pool}","Username":"bob"}}\n'
+    )
     expected = {
         verdict(pool, "alice", "ev-1", "Valid"): "applied",
         verdict(pool, "alice", "ev-2", "Invalid"): "applied",
