@@ -175,13 +175,15 @@ class CognitoClientFactory(Protocol):
         access_key: str = TEST_ACCESS_KEY,
         secret_key: str = TEST_SECRET_KEY,
         config: AioConfig | None = None,
+        endpoint_url: str | None = None,
     ) -> CognitoIdentityProviderClient: ...
 
 
 @pytest.fixture
 async def cognito_client_factory(local_stack: LocalStack) -> AsyncIterator[CognitoClientFactory]:
-    """``await make(region, access_key=..., secret_key=..., config=...)``: a real aiobotocore
-    Cognito client on the emulator, signing for `region`; closed after the test."""
+    """``await make(region, access_key=..., secret_key=..., config=..., endpoint_url=...)``: a
+    real aiobotocore Cognito client signing for `region`, on the shared emulator unless
+    `endpoint_url` says otherwise; closed after the test."""
     async with contextlib.AsyncExitStack() as clients:
 
         async def make(
@@ -190,12 +192,13 @@ async def cognito_client_factory(local_stack: LocalStack) -> AsyncIterator[Cogni
             access_key: str = TEST_ACCESS_KEY,
             secret_key: str = TEST_SECRET_KEY,
             config: AioConfig | None = None,
+            endpoint_url: str | None = None,
         ) -> CognitoIdentityProviderClient:
             return await clients.enter_async_context(
                 aws_session().create_client(
                     "cognito-idp",
                     region_name=region,
-                    endpoint_url=local_stack.cognito_endpoint,
+                    endpoint_url=endpoint_url or local_stack.cognito_endpoint,
                     aws_access_key_id=access_key,
                     aws_secret_access_key=secret_key,
                     config=config or TEST_CLIENT_CONFIG,

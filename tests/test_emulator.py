@@ -17,7 +17,6 @@ import aiohttp
 import botocore
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -615,19 +614,17 @@ async def test_fault_fractions_split_the_calls_and_spare_the_reads(
     assert "EventFeedback" not in page["AuthEvents"][0]
 
 
-async def test_latency_longer_than_the_read_timeout_times_the_client_out() -> None:
+async def test_latency_longer_than_the_read_timeout_times_the_client_out(
+    cognito_client_factory: CognitoClientFactory,
+) -> None:
+    # An emulator of its own: the slow answer it still owes must not land in another test.
     async with Emulator(EmulatorConfig(latency_s=2.0)) as emu:
         emu.store.seed({"pools": [{"id": "us-east-1_Slow", "users": {"alice": ["ev-1"]}}]})
-        async with AioSession().create_client(
-            "cognito-idp",
-            region_name=REGION,
-            endpoint_url=emu.url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=AioConfig(read_timeout=0.2, retries={"total_max_attempts": 1}),
-        ) as client:
-            with pytest.raises(ReadTimeoutError):
-                await _feedback(client, "us-east-1_Slow")
+        config = AioConfig(read_timeout=0.2, retries={"total_max_attempts": 1})
+        client = await cognito_client_factory(endpoint_url=emu.url, config=config)
+
+        with pytest.raises(ReadTimeoutError):
+            await _feedback(client, "us-east-1_Slow")
 
 
 # -- stats and control -----------------------------------------------------------------------

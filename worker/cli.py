@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(health, ["metrics_port", "metrics_bind"])
 
     enqueue = command("enqueue", _enqueue, "Send verdicts (from flags, or JSONL) to the queue.")
-    add_arguments(enqueue, ["queue_url"])
+    add_arguments(enqueue, ["queue_url", "username_hash_key"])
     enqueue.add_argument("--pool", help="UserPoolId of a single verdict")
     enqueue.add_argument("--user", help="Username of a single verdict")
     enqueue.add_argument("--event", help="EventId of a single verdict")
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = dlq_commands.add_parser("inspect", help="counts by ErrorCode and sample bodies")
     inspect.add_argument("--samples", type=int, default=3, help="sample bodies per ErrorCode")
     inspect.add_argument("--max-messages", type=int, default=1000, help="most messages to read")
-    add_arguments(inspect, ["queue_url", "dlq_url"])
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_arguments(inspect, ["queue_url", "dlq_url", "username_hash_key"])
     redrive = dlq_commands.add_parser("redrive", help="move dead-lettered messages back")
     redrive.add_argument(
         "--error-code", action="append", default=[], help="only these ErrorCodes (repeatable)"
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redrive.add_argument("--max-messages", type=int, default=0, help="most to move (0 = all)")
     redrive.add_argument("--rate", type=float, default=100.0, help="messages per second")
-    add_arguments(redrive, ["queue_url", "dlq_url"])
+    add_arguments(redrive, ["queue_url", "dlq_url", "username_hash_key"])
 
     command("local", _local, "Run the local stack (SQS + Cognito emulator) and print its env.")
     demo = command("demo", _demo, "Drain a demo workload through the worker on the local stack.")

@@ -1,0 +1,281 @@
+"""`feedback-worker check-config --aws`: can this identity reach both queues, and are they set
+up the way the worker's delivery contract needs?
+
+Read-only: it resolves credentials, asks STS who we are when that is possible, and reads both
+queues' attributes. It finds problems (the worker could not run), warnings (it would run, with
+a risk worth fixing) and notes; every finding is in plain words, never a botocore traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import aioboto3
+import anyio
+import botocore.exceptions
+from aiohttp import ClientError as AiohttpClientError
+from botocore.config import Config
+
+from worker.config import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeFilterType
+
+# Releases at shutdown and during systemic pauses count as receives: below this, a message
+# could reach the DLQ without ever being tried.
+MIN_MAX_RECEIVE_COUNT = 5
+PREFLIGHT_CONFIG = Config(
+    retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10
+)
+STS_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=5)
+STS_TIMEOUT_S = 8.0
+NO_REGION = "no AWS region is set (AWS_REGION, AWS_DEFAULT_REGION or the profile's region)"
+_AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+_SHOWN_KEY_CHARS = 4
+_QUEUE_ATTRIBUTES: list[QueueAttributeFilterType] = [
+    "QueueArn",
+    "RedrivePolicy",
+    "VisibilityTimeout",
+    "MessageRetentionPeriod",
+    "FifoQueue",
+    "ApproximateNumberOfMessages",
+]
+
+NON_EXISTENT_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "AuthorizationError", "KMS.AccessDeniedException"}
+)
+REFUSED_CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+    }
+)
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.ProfileNotFound,
+)
+_NETWORK_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    AiohttpClientError,
+    OSError,
+)
+# What an AWS call may raise that describe_error can put in plain words.
+AWS_CALL_ERRORS = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    AiohttpClientError,
+    OSError,
+)
+
+
+def describe_error(
+    exc: BaseException, *, action: str, resource: str, endpoint: str, identity: str
+) -> str:
+    """An AWS call's failure in plain words: what could not be done, and the likely reason."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        message = str(error.get("Message") or "")
+        if code in NON_EXISTENT_QUEUE_CODES or error.get("QueryErrorCode") == "QueueDoesNotExist":
+            return f"queue {resource} does not exist (check its URL, account and region)"
+        if code in ACCESS_DENIED_CODES:
+            return f"the identity {identity} may not call {action} on {resource}"
+        if code in REFUSED_CREDENTIAL_CODES:
+            return f"{endpoint} refused the credentials of {identity} ({code}: {message})"
+        return f"{action} on {resource} failed: {code or 'error'}: {message}"
+    if isinstance(exc, botocore.exceptions.NoRegionError):
+        return NO_REGION
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return f"no usable AWS credentials: {exc}"
+    if isinstance(exc, _NETWORK_ERRORS):
+        return f"cannot reach endpoint {endpoint}: {exc}"
+    return f"{action} on {resource} failed: {type(exc).__name__}: {exc}"
+
+
+def is_aws_endpoint(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host.endswith(_AWS_DOMAINS)
+
+
+@dataclass
+class Findings:
+    """What the checks found: problems stop the worker, warnings are risks, notes inform."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def check_aws(settings: Settings) -> list[str]:
+    """Run every check, print warnings and notes, and return the problems (empty: all good)."""
+    findings = await inspect_aws(settings)
+    for note in findings.notes:
+        print(f"note: {note}")
+    for warning in findings.warnings:
+        print(f"warning: {warning}")
+    return findings.problems
+
+
+async def inspect_aws(settings: Settings) -> Findings:
+    """Check credentials, identity and both queues; see the module docstring."""
+    findings = Findings()
+    try:
+        session = aioboto3.Session()
+        credentials = await session.get_credentials()
+    except AWS_CALL_ERRORS as exc:
+        findings.problems.append(f"cannot resolve AWS credentials: {exc}")
+        return findings
+    if credentials is None:
+        findings.problems.append(
+            "no AWS credentials found (environment, profile, web identity, container or "
+            "instance role)"
+        )
+        return findings
+    access_key = str(getattr(credentials, "access_key", "") or "")
+    identity = f"with access key …{access_key[-_SHOWN_KEY_CHARS:]}" if access_key else "in use here"
+    findings.notes.append(f"credentials come from {getattr(credentials, 'method', 'somewhere')}")
+    try:
+        async with session.client("sqs", config=PREFLIGHT_CONFIG) as sqs:
+            endpoint = sqs.meta.endpoint_url
+            identity = await _identity(session, endpoint, findings) or identity
+            await _check_queues(sqs, settings, identity, findings)
+    except botocore.exceptions.NoRegionError:
+        findings.problems.append(NO_REGION)
+    return findings
+
+
+async def _identity(session: Any, sqs_endpoint: str, findings: Findings) -> str | None:
+    """The caller's ARN from STS, or None; never a problem, since STS is not always there."""
+    async with session.client("sts", config=STS_CONFIG) as sts:
+        if is_aws_endpoint(sts.meta.endpoint_url) and not is_aws_endpoint(sqs_endpoint):
+            # A local SQS endpoint: its credentials mean nothing to AWS's own STS.
+            findings.notes.append(f"identity not checked: SQS is {sqs_endpoint}, not AWS")
+            return None
+        with anyio.move_on_after(STS_TIMEOUT_S):
+            try:
+                answer = await sts.get_caller_identity()
+            except AWS_CALL_ERRORS as exc:
+                findings.notes.append(f"identity not checked: STS said {exc}")
+                return None
+            arn = str(answer["Arn"])
+            findings.notes.append(f"identity: {arn} (account {answer['Account']})")
+            return arn
+        findings.notes.append(f"identity not checked: STS did not answer in {STS_TIMEOUT_S:g} s")
+        return None
+
+
+class _Unreachable(Exception):
+    """The SQS endpoint cannot be reached: the other queue is behind it too."""
+
+
+async def _queue_attributes(
+    sqs: SQSClient, url: str, identity: str, findings: Findings
+) -> dict[str, str] | None:
+    try:
+        response = await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=_QUEUE_ATTRIBUTES,
+        )
+    except AWS_CALL_ERRORS as exc:
+        endpoint = sqs.meta.endpoint_url
+        findings.problems.append(
+            describe_error(
+                exc,
+                action="sqs:GetQueueAttributes",
+                resource=url,
+                endpoint=endpoint,
+                identity=identity,
+            )
+        )
+        if isinstance(exc, _NETWORK_ERRORS):
+            raise _Unreachable(endpoint) from None
+        return None
+    return {str(name): value for name, value in response.get("Attributes", {}).items()}
+
+
+async def _check_queues(
+    sqs: SQSClient, settings: Settings, identity: str, findings: Findings
+) -> None:
+    try:
+        source = await _queue_attributes(sqs, settings.queue_url, identity, findings)
+        dlq = await _queue_attributes(sqs, settings.dlq_url, identity, findings)
+    except _Unreachable:
+        return
+    for name, url, attributes in (
+        ("source", settings.queue_url, source),
+        ("dead-letter", settings.dlq_url, dlq),
+    ):
+        if attributes is not None and (attributes.get("FifoQueue") == "true") != settings.is_fifo:
+            kind = "a FIFO" if settings.is_fifo else "a standard"
+            findings.problems.append(f"the {name} queue {url} is not {kind} queue")
+    if source is None:
+        return
+    findings.notes.append(
+        f"the source queue's default VisibilityTimeout is {source.get('VisibilityTimeout')} s; "
+        f"the worker asks for {settings.visibility_timeout_s:g} s on every receive"
+    )
+    _check_redrive_policy(source, dlq, settings, findings)
+    if dlq is None:
+        return
+    findings.notes.append(
+        f"the DLQ holds about {dlq.get('ApproximateNumberOfMessages', '?')} messages"
+    )
+    source_retention = int(source.get("MessageRetentionPeriod", "0"))
+    dlq_retention = int(dlq.get("MessageRetentionPeriod", "0"))
+    if dlq_retention < source_retention:
+        findings.warnings.append(
+            f"the DLQ keeps messages {dlq_retention} s, less than the source queue's "
+            f"{source_retention} s: a message keeps its first enqueue time when it is moved to a "
+            "standard DLQ, so it could expire there before anyone looks at it"
+        )
+
+
+def _check_redrive_policy(
+    source: dict[str, str], dlq: dict[str, str] | None, settings: Settings, findings: Findings
+) -> None:
+    raw = source.get("RedrivePolicy")
+    if not raw:
+        findings.problems.append(
+            f"the source queue {settings.queue_url} has no RedrivePolicy: a message that keeps "
+            "failing before it is settled (a crash, a kill) would be received forever"
+        )
+        return
+    try:
+        policy = json.loads(raw)
+        target = str(policy["deadLetterTargetArn"])
+        max_receive_count = int(policy["maxReceiveCount"])
+    except (ValueError, KeyError, TypeError):
+        findings.problems.append(f"the source queue's RedrivePolicy cannot be read: {raw!r}")
+        return
+    if dlq is not None and target != dlq.get("QueueArn"):
+        findings.warnings.append(
+            f"the source queue's RedrivePolicy moves messages to {target}, not to the configured "
+            f"DLQ {dlq.get('QueueArn')}: dead letters would be split over two queues"
+        )
+    if max_receive_count < MIN_MAX_RECEIVE_COUNT:
+        findings.warnings.append(
+            f"the source queue's maxReceiveCount is {max_receive_count}: every receive counts, "
+            "including messages given back at shutdown or while Cognito access is paused, so a "
+            f"verdict could be dead-lettered untried; {MIN_MAX_RECEIVE_COUNT} or more is safer"
+        )
