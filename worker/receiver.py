@@ -126,18 +126,28 @@ class Receiver:
         return True
 
     async def _take_room(self) -> int:
-        """Claim up to ten held-message slots, waiting for at least one."""
+        """Claim held-message slots for one receive: a full batch of ten while enough work is
+        on hand, so each receive (a billed request) brings as many messages as it can; fewer
+        at once when the calls would otherwise starve."""
         slots = self.handler.slots
+        # While paused, only one message is needed: the probe.
+        limit = 1 if self.handler.gate.paused else SQS_RECEIVE_LIMIT
+        room = 0
         with self._idle_scope(IDLE_TICK_S):
             await slots.acquire()
             room = 1
-            # While paused, only one message is needed: the probe.
-            limit = 1 if self.handler.gate.paused else SQS_RECEIVE_LIMIT
-            while room < limit and slots.value > 0:
-                slots.acquire_nowait()
+            while room < limit:
+                if slots.value > 0:
+                    slots.acquire_nowait()
+                elif len(self.handler.leases) < self.settings.concurrency:
+                    break
+                else:
+                    await slots.acquire()
                 room += 1
-            return room
-        return 0
+        if self.handler.stopping:
+            self._give_back(room)
+            return 0
+        return room
 
     def _give_back(self, count: int) -> None:
         for _ in range(count):
