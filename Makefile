@@ -47,6 +47,12 @@ format: install ## Apply ruff's formatting and safe fixes
 type: install ## mypy --strict over worker/ and tests/
 	$(BIN)/mypy
 
+bench: install ## Throughput at the quota against peers: prints a table, writes tests/bench/out/
+	$(BIN)/python -m tests.bench
+
+faults: install ## The full fault suite (kills, outages, 5xx storms, fuzzing, a 30-minute soak)
+	$(BIN)/python -m tests.faults --full
+
 stack: install ## Run the local stack in the foreground and print the environment to export
 	$(BIN)/feedback-worker local
 

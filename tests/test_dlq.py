@@ -18,7 +18,7 @@ from types_aiobotocore_sqs.client import SQSClient
 from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 from tests.test_cli import drain, restore_logging, run_cli
-from worker import dlq, exitcodes
+from worker import dlq, dlq_scan, exitcodes, redrive
 from worker.cli import build_parser
 from worker.contract import username_digest
 from worker.dlq import USER_MASK, dlq_command, masked_body
@@ -213,7 +213,7 @@ def test_a_verdicts_sample_keeps_its_other_fields_and_the_digest_of_its_username
 
 async def _remaining_codes(sqs: SQSClient, url: str) -> list[str]:
     messages = await drain(sqs, url)
-    return sorted(dlq.error_code(m) for m in messages)
+    return sorted(dlq_scan.error_code(m) for m in messages)
 
 
 async def test_redrive_by_error_code_moves_only_those_bodies_byte_for_byte(
@@ -296,7 +296,7 @@ async def test_a_message_the_destination_refuses_stays_in_the_dlq_and_the_rest_s
         assert len(await drain(sqs_client, small)) == 2
         [kept] = await drain(sqs_client, queues.dlq_url)
         assert kept["Body"] == large
-        assert dlq.error_code(kept) == "X"
+        assert dlq_scan.error_code(kept) == "X"
     finally:
         await sqs_client.delete_queue(QueueUrl=small)
 
@@ -324,7 +324,7 @@ async def test_a_destination_that_refuses_every_send_stops_the_move_and_loses_no
     destination = (await sqs_client.create_queue(QueueName=f"gone-{queues.url[-12:]}"))["QueueUrl"]
     await sqs_client.delete_queue(QueueUrl=destination)
     # When the client-side move runs (the destination check is skipped: it starts sending)
-    report = await dlq.move_client_side(
+    report = await redrive.move_client_side(
         sqs_client, dlq_url=queues.dlq_url, queue_url=destination, rate=1000.0
     )
     # Then it stops at the first refusal, and every message is still in the DLQ, visible
@@ -421,6 +421,7 @@ async def move_task_sqs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MoveTa
     app = web.Application()
     app.router.add_post("/", server.handle)
     runner = web.AppRunner(app)
+    monkeypatch.setattr(redrive, "MOVE_TASK_POLL_S", 0.01)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -433,7 +434,6 @@ async def move_task_sqs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MoveTa
         "AWS_EC2_METADATA_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(dlq, "MOVE_TASK_POLL_S", 0.01)
     try:
         yield server
     finally:
