@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from worker.ratelimit import (
     DECREASE_FACTOR,
-    DECREASE_HOLDOFF_S,
     INCREASE_PER_S,
     MIN_RATE,
     USER_IDLE_FORGET_S,
@@ -70,9 +69,16 @@ def sleep(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> VirtualSleep:
     return virtual
 
 
-def throttle_after_holdoff(rate: AdaptiveRate, clock: FakeClock) -> None:
-    clock.advance(DECREASE_HOLDOFF_S)
-    assert rate.on_throttle()
+# Time between two calls in these tests; any positive step will do.
+STEP_S = 0.01
+
+
+def throttle_fresh(rate: AdaptiveRate, clock: FakeClock) -> None:
+    """A throttle of a call started after the last decrease: news, so it must cut the rate."""
+    clock.advance(STEP_S)
+    started = clock()
+    clock.advance(STEP_S)
+    assert rate.on_throttle(started)
 
 
 # -- AdaptiveRate ----------------------------------------------------------------------------
@@ -84,36 +90,40 @@ def test_the_allowed_rate_starts_at_the_cap(clock: FakeClock) -> None:
 
 def test_a_throttle_cuts_the_rate_multiplicatively(clock: FakeClock) -> None:
     rate = AdaptiveRate(20.0, clock=clock)
-    assert rate.on_throttle()
+    assert rate.on_throttle(clock())
     assert rate.rate == pytest.approx(20.0 * DECREASE_FACTOR)
-    throttle_after_holdoff(rate, clock)
+    throttle_fresh(rate, clock)
     assert rate.rate == pytest.approx(20.0 * DECREASE_FACTOR**2)
 
 
-def test_a_burst_of_throttles_within_the_holdoff_cuts_the_rate_once(clock: FakeClock) -> None:
+def test_throttles_of_calls_sent_before_the_last_cut_do_not_cut_again(clock: FakeClock) -> None:
+    # Given calls in flight at the old rate when the first throttle arrives
     rate = AdaptiveRate(20.0, clock=clock)
-    assert rate.on_throttle()
+    in_flight = [clock() + i * STEP_S for i in range(5)]
+    clock.advance(10 * STEP_S)
+    assert rate.on_throttle(in_flight[0])
     after_first = rate.rate
-    for _ in range(5):
-        clock.advance(DECREASE_HOLDOFF_S / 10)
-        assert not rate.on_throttle()
+    # When their throttles arrive later, they say nothing new
+    for started in in_flight[1:]:
+        clock.advance(STEP_S)
+        assert not rate.on_throttle(started)
         assert rate.rate == after_first
-    clock.advance(DECREASE_HOLDOFF_S)
-    assert rate.on_throttle()
+    # Then a call sent after the cut and still throttled cuts again
+    throttle_fresh(rate, clock)
     assert rate.rate < after_first
 
 
 def test_the_rate_never_falls_below_the_floor(clock: FakeClock) -> None:
     rate = AdaptiveRate(20.0, clock=clock)
     for _ in range(100):
-        throttle_after_holdoff(rate, clock)
+        throttle_fresh(rate, clock)
     assert rate.rate == MIN_RATE
 
 
 def test_successes_grow_the_rate_back_to_the_cap_and_no_further(clock: FakeClock) -> None:
     rate = AdaptiveRate(20.0, clock=clock)
     for _ in range(30):
-        throttle_after_holdoff(rate, clock)
+        throttle_fresh(rate, clock)
     previous = rate.rate
     for _ in range(10_000):
         rate.on_success()
@@ -129,7 +139,7 @@ def test_one_seconds_worth_of_successes_adds_about_the_additive_step(
     clock = FakeClock()
     rate = AdaptiveRate(max_rate, clock=clock)
     for _ in range(throttles):
-        throttle_after_holdoff(rate, clock)
+        throttle_fresh(rate, clock)
     before = rate.rate
     assume(before >= 3 and before + INCREASE_PER_S <= max_rate)
     # At `before` calls per second, one second brings floor(before) successes.
@@ -143,7 +153,7 @@ def test_one_seconds_worth_of_successes_adds_about_the_additive_step(
 _OPS = st.lists(
     st.one_of(
         st.just(("success", 0.0)),
-        st.just(("throttle", 0.0)),
+        st.tuples(st.just("throttle"), st.floats(min_value=0.0, max_value=5.0)),
         st.tuples(st.just("wait"), st.floats(min_value=0.0, max_value=5.0)),
     ),
     max_size=200,
@@ -163,29 +173,34 @@ def test_aimd_stays_between_the_floor_and_the_cap_whatever_happens(
             rate.on_success()
             assert rate.rate >= before
         elif op == "throttle":
-            if rate.on_throttle():
+            # A call that started `seconds` ago.
+            started = clock() - seconds
+            if rate.on_throttle(started):
+                assert not accepted or started > accepted[-1]
                 accepted.append(clock())
             else:
+                assert accepted
+                assert started <= accepted[-1]
                 assert rate.rate == before
             assert rate.rate <= before
         else:
             clock.advance(seconds)
         assert MIN_RATE <= rate.rate <= max_rate
-    assert all(b - a >= DECREASE_HOLDOFF_S for a, b in itertools.pairwise(accepted))
+    assert all(a <= b for a, b in itertools.pairwise(accepted))
 
 
 def test_a_throttle_never_raises_the_rate_above_a_cap_below_the_floor(clock: FakeClock) -> None:
     cap = MIN_RATE / 5  # --rate-limit accepts any rate above 0
     rate = AdaptiveRate(cap, clock=clock)
-    rate.on_throttle()
+    rate.on_throttle(clock())
     assert rate.rate <= cap
 
 
 def test_take_report_is_silent_until_the_rate_moves_materially(clock: FakeClock) -> None:
     rate = AdaptiveRate(20.0, clock=clock)
     assert rate.take_report() is None
-    rate.on_throttle()
-    throttle_after_holdoff(rate, clock)
+    rate.on_throttle(clock())
+    throttle_fresh(rate, clock)
     reported = rate.take_report()
     assert reported == rate.rate
     assert reported < 20.0
@@ -198,7 +213,7 @@ def test_take_report_is_silent_until_the_rate_moves_materially(clock: FakeClock)
 def test_take_report_announces_the_recovery_to_the_cap(clock: FakeClock) -> None:
     rate = AdaptiveRate(20.0, clock=clock)
     for _ in range(3):
-        throttle_after_holdoff(rate, clock)
+        throttle_fresh(rate, clock)
     assert rate.take_report() is not None
     while rate.rate < 20.0:
         rate.on_success()
@@ -257,7 +272,7 @@ async def test_a_slowdown_spaces_the_waiters_that_reach_the_head_after_it(
 
     def throttle_once() -> None:
         sleep.on_sleep = None
-        rate.on_throttle()
+        rate.on_throttle(clock())
 
     # The throttle lands while the second waiter sleeps towards the slot it already holds.
     sleep.on_sleep = throttle_once
@@ -271,7 +286,7 @@ async def test_a_faster_rate_shortens_the_gap_after_the_next_call(
 ) -> None:
     rate = AdaptiveRate(10.0, clock=clock)
     for _ in range(3):
-        throttle_after_holdoff(rate, clock)
+        throttle_fresh(rate, clock)
     pacer = Pacer(rate, clock=clock)
     slow = rate.rate
     first = await grants(pacer, clock, 2)

@@ -190,12 +190,13 @@ class Handler:
                     continue
                 task.phase = Phase.CALLING
                 self.users.mark(user)
+                call_started = time.monotonic()
                 outcome = await self._call(verdict)
             task.phase = Phase.WAITING
             result["attempts"] += 1
             if outcome.kind is not Kind.SYSTEMIC:
                 self.gate.resume(task)
-            self._adapt(region, rate, outcome)
+            self._adapt(region, rate, outcome, call_started)
             if outcome.kind is Kind.TRANSIENT:
                 transient_failures += 1
             action = decide(
@@ -286,12 +287,14 @@ class Handler:
             metrics.ALLOWED_RATE.labels(region).set(rate.rate)
         return pacer.rate, pacer
 
-    def _adapt(self, region: str, rate: AdaptiveRate, outcome: Outcome) -> None:
+    def _adapt(
+        self, region: str, rate: AdaptiveRate, outcome: Outcome, call_started: float
+    ) -> None:
         if outcome.kind is Kind.SUCCESS:
             rate.on_success()
         elif outcome.kind is Kind.THROTTLED:
             metrics.THROTTLES.labels(region).inc()
-            rate.on_throttle()
+            rate.on_throttle(call_started)
         else:
             return
         metrics.ALLOWED_RATE.labels(region).set(rate.rate)

@@ -14,17 +14,20 @@ throttling drains, and probes above any configured ceiling. Here the ceiling is 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable
 
 import anyio
 
-# On a throttle, the allowed rate is multiplied by this (but at most once per holdoff period,
-# since one overload usually produces a burst of throttles that all report the same event).
-DECREASE_FACTOR = 0.8
-DECREASE_HOLDOFF_S = 1.0
-# While calls succeed, the allowed rate grows by this many calls/s every second.
-INCREASE_PER_S = 1.0
+# On a throttle the allowed rate is multiplied by this (CUBIC's and botocore's beta). One
+# overload answers many calls with throttles; only a call started after the last decrease
+# reports news, so each overload shrinks the rate once (TCP's "once per window").
+DECREASE_FACTOR = 0.7
+# While calls succeed, the allowed rate grows by this many calls/s every second. Slow enough
+# that replicas sharing a quota probe past it rarely (few throttles), fast enough to take back
+# 10 calls/s within 20 s once a neighbour goes quiet.
+INCREASE_PER_S = 0.5
 # Never pace slower than this: the worker must keep probing to find capacity again.
 MIN_RATE = 0.5
 # A rate change worth reporting in the logs (relative).
@@ -43,7 +46,7 @@ class AdaptiveRate:
         self.max_rate = max_rate
         self._rate = max_rate
         self._clock = clock
-        self._last_decrease = -DECREASE_HOLDOFF_S
+        self._last_decrease = -math.inf
         self._reported = max_rate
 
     @property
@@ -54,12 +57,15 @@ class AdaptiveRate:
         # +INCREASE_PER_S per second of successes at the current rate.
         self._rate = min(self.max_rate, self._rate + INCREASE_PER_S / self._rate)
 
-    def on_throttle(self) -> bool:
-        """Slow down; returns whether the rate actually changed (not within the holdoff)."""
-        now = self._clock()
-        if now - self._last_decrease < DECREASE_HOLDOFF_S:
+    def on_throttle(self, call_started: float) -> bool:
+        """Slow down for a throttled call that started at `call_started` (same clock).
+
+        Returns whether the rate changed: a call started before the last decrease was sent
+        at the old rate, and its throttle says nothing new.
+        """
+        if call_started <= self._last_decrease:
             return False
-        self._last_decrease = now
+        self._last_decrease = self._clock()
         # The floor keeps probing alive, but never above the configured cap.
         self._rate = max(min(MIN_RATE, self.max_rate), self._rate * DECREASE_FACTOR)
         return True
