@@ -153,3 +153,20 @@ def test_success_always_acks(
         max_attempts=max_attempts,
     )
     assert action == Ack()
+
+
+@given(outcomes, counts, counts, maxima)
+def test_during_a_region_outage_nothing_but_the_message_itself_dead_letters(
+    outcome: Outcome, local_attempts: int, receive_count: int, max_attempts: int
+) -> None:
+    action = decide(
+        outcome,
+        local_attempts=local_attempts,
+        receive_count=receive_count,
+        max_attempts=max_attempts,
+        region_down=True,
+    )
+    if outcome.kind is Kind.TRANSIENT:
+        assert action == Retry(throttled=False)
+    if isinstance(action, DeadLetter):
+        assert outcome.kind is Kind.PERMANENT

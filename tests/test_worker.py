@@ -409,3 +409,45 @@ async def test_fifo_queues_are_processed_in_order_within_a_group(
     [dead] = await drain_dlq(sqs_client, queues.dlq_url)
     assert dead["Body"] == "{oops"
     assert dead["Attributes"]["MessageGroupId"] == "alice" if "Attributes" in dead else True
+
+
+async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
+    local_stack: LocalStack,
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    seed_pool: SeedPool,
+    emulator: EmulatorControl,
+) -> None:
+    # Given every connection to Cognito dropped, and a worker that would dead-letter a message
+    # after two failures of its own
+    emulator.configure(fault_drop_connection=1.0)
+    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(12)})
+    await send_bodies(
+        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(12)]
+    )
+    port = free_port()
+    process = WorkerProcess(
+        {
+            **local_stack.env(queues),
+            "FEEDBACK_METRICS_PORT": str(port),
+            "FEEDBACK_MAX_ATTEMPTS": "2",
+        },
+        ("--until-empty",),
+    ).start()
+    try:
+        # When the outage lasts, the worker says so and keeps its messages
+        with anyio.fail_after(30):
+            while not process.events("region.down"):
+                await anyio.sleep(0.1)
+        assert http_status(f"http://127.0.0.1:{port}/readyz") == 503
+        await anyio.sleep(3)
+        assert await drain_dlq(sqs_client, queues.dlq_url) == []
+
+        # Then when Cognito is back everything is applied, and nothing was dead-lettered
+        emulator.configure(fault_drop_connection=0.0)
+        assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
+    finally:
+        process.kill()
+    assert len(applied(emulator.writes(pool))) == 12
+    assert await drain_dlq(sqs_client, queues.dlq_url) == []
+    assert process.events("region.up")

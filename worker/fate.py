@@ -49,9 +49,18 @@ def transient_attempts(local_attempts: int, receive_count: int) -> int:
 
 
 def decide(
-    outcome: Outcome, *, local_attempts: int, receive_count: int, max_attempts: int
+    outcome: Outcome,
+    *,
+    local_attempts: int,
+    receive_count: int,
+    max_attempts: int,
+    region_down: bool = False,
 ) -> Action:
-    """Decide the fate of a message after attempt number `local_attempts` in this process."""
+    """Decide the fate of a message after its latest attempt.
+
+    `local_attempts` counts this process's transient failures that were the message's own;
+    `region_down` says every call to the region is failing (an outage, see outage.py).
+    """
     match outcome.kind:
         case Kind.SUCCESS:
             return Ack()
@@ -63,6 +72,9 @@ def decide(
         case Kind.PERMANENT:
             return DeadLetter(outcome.code, outcome.message)
         case Kind.TRANSIENT:
+            if region_down:
+                # An outage is not the message's fault: hold on and retry, however long.
+                return Retry(throttled=False)
             if transient_attempts(local_attempts, receive_count) >= max_attempts:
                 return DeadLetter(
                     outcome.code,

@@ -28,6 +28,7 @@ from worker.gate import SystemicGate
 from worker.leases import Leases
 from worker.message import Message
 from worker.ordering import NewestWins, Sequencer
+from worker.outage import RegionHealth
 from worker.outcome import SUCCESS, Kind, Outcome, classify_exception
 from worker.ratelimit import AdaptiveRate, KeyedSpacing, Pacer
 
@@ -82,6 +83,7 @@ class Handler:
         self.newest = NewestWins()
         self.users = KeyedSpacing(settings.user_rate_limit)
         self.rates: dict[str, AdaptiveRate] = {}
+        self.regions: dict[str, RegionHealth] = {}
         self.pacers: dict[str, Pacer] = {}
         self.calls = anyio.CapacityLimiter(settings.concurrency)
         self.slots = anyio.Semaphore(settings.max_held)
@@ -197,13 +199,15 @@ class Handler:
             if outcome.kind is not Kind.SYSTEMIC:
                 self.gate.resume(task)
             self._adapt(region, rate, outcome, call_started)
-            if outcome.kind is Kind.TRANSIENT:
+            region_down = self._region_health(region).record(outcome)
+            if outcome.kind is Kind.TRANSIENT and not region_down:
                 transient_failures += 1
             action = decide(
                 outcome,
                 local_attempts=transient_failures,
                 receive_count=message.receive_count,
                 max_attempts=self.settings.max_attempts,
+                region_down=region_down,
             )
             match action:
                 case Ack():
@@ -232,11 +236,13 @@ class Handler:
                         )
                     )
                 case Retry(throttled=False):
-                    metrics.RETRIED.labels("transient").inc()
+                    metrics.RETRIED.labels("outage" if region_down else "transient").inc()
                     result["last_error"] = outcome.code
+                    retries = result.get("retries", 0) + 1
+                    result["retries"] = retries
                     await anyio.sleep(
                         backoff.full_jitter(
-                            transient_failures,
+                            retries,
                             base_s=backoff.RETRY_BASE_S,
                             cap_s=backoff.RETRY_CAP_S,
                         )
@@ -276,6 +282,16 @@ class Handler:
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.CALL_LATENCY.observe(time.monotonic() - started)
+
+    def _region_health(self, region: str) -> RegionHealth:
+        health = self.regions.get(region)
+        if health is None:
+            health = self.regions[region] = RegionHealth(region)
+        return health
+
+    def regions_down(self) -> list[str]:
+        """'region: last error' for each region whose calls all fail (for readiness)."""
+        return [f"{h.region}: {h.last_error}" for h in self.regions.values() if h.down]
 
     def _region(self, region: str) -> tuple[AdaptiveRate, Pacer]:
         pacer = self.pacers.get(region)

@@ -2,13 +2,14 @@
 
 /healthz (liveness) says the event loop and the receive loop are ticking; it never depends on
 AWS being reachable, so an outage does not get the worker restarted in a loop. /readyz
-(readiness) says the worker can do its job now: configured, clients built, receiving, and not
-paused by a systemic failure.
+(readiness) says the worker can do its job now: configured, clients built, receiving, not
+paused by a systemic failure, and no region's Cognito endpoint in an outage.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import prometheus_client
@@ -31,6 +32,7 @@ class HealthState:
     receive_failures: int = 0
     last_receive_error: str = ""
     last_tick: float = field(default_factory=time.monotonic)
+    regions_down: Callable[[], list[str]] = list
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -56,6 +58,8 @@ class HealthState:
             return False, "shutting down"
         if self.gate.paused:
             return False, f"paused by a systemic failure: {self.gate.reason}"
+        if down := self.regions_down():
+            return False, f"Cognito calls all failing in {', '.join(down)}"
         if self.receive_failures >= RECEIVE_FAILURES_UNREADY:
             return False, f"cannot receive from SQS: {self.last_receive_error}"
         return True, "ok"

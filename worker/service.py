@@ -54,7 +54,9 @@ class Service:
             settings, clients, self.leases, self.deleter, self.visibility, self.gate
         )
         self.health = HealthState(
-            liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S, gate=self.gate
+            liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S,
+            gate=self.gate,
+            regions_down=self.handler.regions_down,
         )
         self.receiver = Receiver(self.handler, self.health)
         self.started_at = time.monotonic()
