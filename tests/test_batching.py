@@ -69,7 +69,7 @@ def internal_error() -> botocore.exceptions.ClientError:
 
 @pytest.fixture
 def no_linger_flush(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batching, "LINGER_S", NO_LINGER_FLUSH_S)
+    monkeypatch.setattr(batching, "DEFAULT_LINGER_S", NO_LINGER_FLUSH_S)
 
 
 @pytest.fixture

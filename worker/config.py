@@ -53,12 +53,13 @@ class Settings:
 
     @property
     def max_held(self) -> int:
-        """How many messages may be held locally at once (received, not yet settled).
+        """How many messages may be held locally at once (received, fate not yet sealed).
 
-        Enough to keep every Cognito slot busy plus one receive batch waiting behind them,
-        so prefetch stays bounded while the next batch is already on hand.
+        Twice the call slots plus one receive batch: messages waiting for one region's rate
+        hold slots too, and pools in several regions must not starve each other of work.
+        Prefetch stays bounded all the same.
         """
-        return self.concurrency + 10
+        return self.concurrency * 2 + 10
 
     @property
     def is_fifo(self) -> bool:

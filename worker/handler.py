@@ -53,12 +53,13 @@ class Phase(enum.Enum):
 class Task:
     """One message being handled; shutdown cancels `scope` to stop it waiting or calling."""
 
-    __slots__ = ("message", "phase", "scope")
+    __slots__ = ("holds_slot", "message", "phase", "scope")
 
     def __init__(self, message: Message) -> None:
         self.message = message
         self.phase = Phase.WAITING
         self.scope = anyio.CancelScope()
+        self.holds_slot = True
 
 
 class Handler:
@@ -133,6 +134,16 @@ class Handler:
             self.gate.leave(task)
             self.tasks.discard(task)
             self.leases.remove(message.message_id)
+            self._free_slot(task)
+
+    def _free_slot(self, task: Task) -> None:
+        """Let the receiver fetch another message in this one's place.
+
+        Done as soon as the message's fate is sealed, before its batched delete lands: waiting
+        for the delete would idle the calls for the batch's linger.
+        """
+        if task.holds_slot:
+            task.holds_slot = False
             self.slots.release()
 
     async def _handle(self, task: Task, result: dict[str, Any]) -> None:
@@ -160,9 +171,13 @@ class Handler:
             if self.newest.superseded(key, message.sent_at_ms, message.message_id):
                 metrics.SUPERSEDED.inc()
                 result["outcome"] = "superseded"
-                await self._delete(task)
-                return
-            await self._attempt_until_settled(task, verdict, key, result)
+                task.phase = Phase.SETTLING
+            else:
+                await self._attempt_until_settled(task, verdict, key, result)
+        # Deleted after the turn is passed on: the next verdict for this event need not wait
+        # for the batch (newest-wins already knows about this one).
+        if result["outcome"] in ("applied", "superseded"):
+            await self._delete(task)
 
     async def _attempt_until_settled(
         self, task: Task, verdict: Verdict, key: tuple[str, str, str], result: dict[str, Any]
@@ -215,7 +230,8 @@ class Handler:
                     metrics.APPLIED.labels(region).inc()
                     metrics.AGE_AT_APPLY.observe(max(0.0, time.time() - message.sent_at_ms / 1000))
                     result["outcome"] = "applied"
-                    await self._delete(task)
+                    # No checkpoint until the shielded delete: a shutdown cannot slip between.
+                    task.phase = Phase.SETTLING
                     return
                 case DeadLetter(code=code, message=text):
                     result["code"] = code
@@ -322,6 +338,7 @@ class Handler:
 
     async def _delete(self, task: Task) -> None:
         task.phase = Phase.SETTLING
+        self._free_slot(task)
         with anyio.CancelScope(shield=True):
             try:
                 await self.deleter.submit(

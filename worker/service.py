@@ -31,6 +31,7 @@ log = structlog.get_logger()
 
 # Liveness fails if the receive loop has not ticked for this long beyond one long poll.
 LIVENESS_GRACE_S = 60.0
+VISIBILITY_LINGER_S = 0.05
 
 
 class Service:
@@ -49,6 +50,8 @@ class Service:
             lambda entries: sqs.change_message_visibility_batch(
                 QueueUrl=queue_url, Entries=entries
             ),
+            # Releases on shutdown and extensions should not wait long.
+            linger_s=VISIBILITY_LINGER_S,
         )
         self.handler = Handler(
             settings, clients, self.leases, self.deleter, self.visibility, self.gate
