@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help install run test test-fast lint format type stack bench faults clean lock
 
@@ -47,8 +48,8 @@ format: install ## Apply ruff's formatting and safe fixes
 type: install ## mypy --strict over worker/ and tests/
 	$(BIN)/mypy
 
-bench: install ## Throughput at the quota against peers: prints a table, writes tests/bench/out/
-	$(BIN)/python -m tests.bench
+bench: install ## Drain rate, throttling and CPU against the quota and two peers (~10 min; BENCH_QUICK=1 ~3 min)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 faults: install ## The full fault suite (kills, outages, 5xx storms, fuzzing, a 30-minute soak)
 	$(BIN)/python -m tests.faults --full

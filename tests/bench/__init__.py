@@ -1,0 +1,1 @@
+"""Benchmark harness behind `make bench`; run it with ``python -m tests.bench``."""

@@ -1,0 +1,56 @@
+"""The bare cost of one Cognito call: one aiobotocore client, N calls in a loop, CPU per call.
+
+This is the floor a worker's CPU per message is compared with: everything the worker spends
+beyond it (SQS, parsing, pacing, logging, settling) is its own overhead.
+
+    python -m tests.bench.bare_call --endpoint URL --region R --events FILE.json --calls N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from tests.bench import aws
+
+WARMUP_CALLS = 50
+
+
+async def run(endpoint: str, region: str, events: list[list[str]], calls: int) -> dict[str, float]:
+    async with aws.cognito_client(endpoint, region) as cognito:
+
+        async def call(i: int) -> None:
+            pool, username, event_id = events[i % len(events)]
+            await cognito.admin_update_auth_event_feedback(
+                UserPoolId=pool, Username=username, EventId=event_id, FeedbackValue="Valid"
+            )
+
+        for i in range(WARMUP_CALLS):  # connection set-up and lazy imports are not per call
+            await call(i)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for i in range(calls):
+            await call(i)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "calls": calls,
+        "cpu_ms_per_call": cpu * 1000 / calls,
+        "wall_ms_per_call": wall * 1000 / calls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--events", required=True, help="JSON list of [pool, username, event id]")
+    parser.add_argument("--calls", type=int, required=True)
+    args = parser.parse_args()
+    events = json.loads(Path(args.events).read_text())
+    print(json.dumps(asyncio.run(run(args.endpoint, args.region, events, args.calls))))
+
+
+if __name__ == "__main__":
+    main()
