@@ -227,7 +227,8 @@ def run_demo(*, messages: int = 300, seed: int = 7) -> int:
         (
             "throughput",
             f"{applied / elapsed:.1f} verdicts/s; quota {quota:.0f}/s "
-            f"({len(REGIONS)} regions x {QUOTA_PER_REGION:.0f}/s)",
+            f"({len(REGIONS)} regions x {QUOTA_PER_REGION:.0f}/s); a run this short is "
+            "bound by moto's SQS and the retries' backoff, see make bench for the quota",
         ),
     ]
     print("\n== demo summary ==")
