@@ -1,0 +1,214 @@
+"""The fault-injecting proxy: every mode, mode changes on open connections, the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.faults.proxy import Fault, FaultProxy, Mode, control_app
+
+# Short enough to keep the suite quick; nothing asserts an upper bound on any duration.
+SHORT_DROP_S = 0.2
+DELAY_S = 0.3
+
+
+class EchoServer:
+    """An upstream that echoes every byte back and counts its connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._echo, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[tuple[EchoServer, str]]:
+    server = EchoServer()
+    async with server as address:
+        yield server, address
+
+
+@pytest.fixture
+async def proxy(echo: tuple[EchoServer, str]) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(echo[1], name="echo") as started:
+        yield started
+
+
+async def _connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", proxy.port)
+
+
+async def _round_trip(proxy: FaultProxy, payload: bytes) -> bytes:
+    reader, writer = await _connect(proxy)
+    writer.write(payload)
+    writer.write_eof()
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_pass_forwards_bytes_both_ways_unchanged(proxy: FaultProxy) -> None:
+    assert await _round_trip(proxy, b"hello through the proxy") == b"hello through the proxy"
+    stats = proxy.stats()
+    assert stats.accepted[Mode.PASS] == 1
+    assert stats.bytes_up == stats.bytes_down == len(b"hello through the proxy")
+
+
+@settings(max_examples=25, deadline=None)
+@given(payload=st.binary(min_size=1, max_size=300_000))
+async def test_any_payload_passes_through_byte_for_byte(payload: bytes) -> None:
+    async with EchoServer() as address, FaultProxy(address) as proxy:
+        assert await _round_trip(proxy, payload) == payload
+
+
+async def test_refuse_resets_new_connections_without_reaching_the_upstream(
+    echo: tuple[EchoServer, str], proxy: FaultProxy
+) -> None:
+    proxy.set_mode(Mode.REFUSE)
+    reader, writer = await _connect(proxy)
+    writer.write(b"anyone there?")
+    with pytest.raises(ConnectionResetError):
+        await reader.read()
+    writer.close()
+    assert echo[0].connections == 0
+    assert proxy.stats().accepted[Mode.REFUSE] == 1
+
+
+async def test_drop_swallows_the_request_and_closes_without_an_answer(
+    echo: tuple[EchoServer, str], proxy: FaultProxy
+) -> None:
+    proxy.set_mode(Mode.DROP, drop_after_s=SHORT_DROP_S)
+    reader, writer = await _connect(proxy)
+    writer.write(b"GET / HTTP/1.1\r\n\r\n")
+    assert await reader.read() == b""
+    writer.close()
+    assert echo[0].connections == 0
+
+
+async def test_blackhole_holds_connections_until_the_mode_changes(
+    echo: tuple[EchoServer, str], proxy: FaultProxy
+) -> None:
+    proxy.set_mode(Mode.BLACKHOLE)
+    reader, writer = await _connect(proxy)
+    writer.write(b"ping")
+    await writer.drain()
+    await proxy.wait_for_connections()
+
+    assert proxy.set_mode(Mode.PASS) == 1
+    with pytest.raises(ConnectionResetError):
+        await reader.read()
+    writer.close()
+    assert echo[0].connections == 0
+    assert await _round_trip(proxy, b"back") == b"back"
+
+
+async def test_delay_holds_every_answer_back_by_at_least_the_delay(proxy: FaultProxy) -> None:
+    proxy.set_mode(Mode.DELAY, delay_s=DELAY_S)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await _round_trip(proxy, b"slow" * 50_000) == b"slow" * 50_000
+    assert loop.time() - started >= DELAY_S
+
+
+async def test_a_mode_change_cuts_open_connections_unless_told_not_to(proxy: FaultProxy) -> None:
+    # Given two kept-alive connections that have each completed an exchange
+    kept = [await _connect(proxy) for _ in range(2)]
+    for reader, writer in kept:
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+
+    # When the mode changes without cutting, they keep working
+    assert proxy.set_mode(Mode.REFUSE, cut=False) == 0
+    reader, writer = kept[0]
+    writer.write(b"y")
+    assert await reader.readexactly(1) == b"y"
+
+    # Then a cutting change resets both
+    assert proxy.set_mode(Mode.REFUSE) == 2
+    for reader, writer in kept:
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+        writer.close()
+    assert proxy.stats().cut == 2
+
+
+async def test_an_unreachable_upstream_resets_the_client() -> None:
+    async with EchoServer() as address:
+        pass  # the port is free again: nothing listens there
+    async with FaultProxy(address) as proxy:
+        reader, writer = await _connect(proxy)
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+        writer.close()
+        assert proxy.stats().upstream_failures == 1
+
+
+async def test_closing_the_proxy_ends_held_connections(echo: tuple[EchoServer, str]) -> None:
+    proxy = FaultProxy(echo[1])
+    await proxy.start()
+    proxy.set_mode(Mode.BLACKHOLE)
+    reader, writer = await _connect(proxy)
+    await proxy.wait_for_connections()
+    await proxy.aclose()
+    with pytest.raises(ConnectionResetError):
+        await reader.read()
+    writer.close()
+
+
+def test_a_fault_rejects_negative_durations() -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        Fault(Mode.DELAY, delay_s=-1)
+
+
+async def test_the_control_endpoint_switches_modes_and_reports_counters(
+    proxy: FaultProxy,
+) -> None:
+    runner = web.AppRunner(control_app({"echo": proxy}))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = site.name
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/proxies/echo", json={"mode": "blackhole"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["fault"]["mode"] == "blackhole"
+            assert proxy.fault.mode is Mode.BLACKHOLE
+
+            async with session.post(f"{base}/proxies/echo", json={"mode": "sideways"}) as resp:
+                assert resp.status == 400
+            async with session.post(f"{base}/proxies/nope", json={"mode": "pass"}) as resp:
+                assert resp.status == 404
+
+            payload = {"mode": "delay", "delay_s": 0.05, "cut": False}
+            async with session.post(f"{base}/proxies/echo", json=payload) as resp:
+                assert resp.status == 200
+            async with session.get(f"{base}/proxies") as resp:
+                listed = await resp.json()
+        assert listed["echo"]["fault"] == {"mode": "delay", "delay_s": 0.05, "drop_after_s": 10.0}
+        assert listed["echo"]["address"] == proxy.address
+    finally:
+        await runner.cleanup()
