@@ -39,6 +39,17 @@ TEST_SECRET_KEY = "testing"  # noqa: S105 - the well-known dummy secret of local
 STARTUP_TIMEOUT_S = 30.0
 DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum: a DLQ must outlive its source's messages
 DEFAULT_QUEUE_NAME = "feedback-verdicts"
+# What `feedback-worker local` seeds, so that verdicts sent by hand have something to land on.
+DEMO_USERS = {"alice": ["ev-1", "ev-2", "ev-3"], "bob": ["ev-1", "ev-2", "ev-3"]}
+DEMO_SEED = {
+    "pools": [
+        {"id": "us-east-1_Demo", "threat_protection": True, "users": DEMO_USERS},
+        {"id": "eu-west-1_Demo", "threat_protection": True, "users": DEMO_USERS},
+    ]
+}
+DEMO_SEED_SUMMARY = (
+    "pools us-east-1_Demo and eu-west-1_Demo, users alice and bob, events ev-1..ev-3"
+)
 EXIT_OK = 0
 EXIT_CHILD_DIED = 1
 
@@ -273,7 +284,9 @@ def run_forever(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with LocalStack(region=region) as stack:
+            stack.emulator.seed(DEMO_SEED)
             print_env(stack.env(stack.create_queues(DEFAULT_QUEUE_NAME)))
+            print(f"# seeded: {DEMO_SEED_SUMMARY}", flush=True)
             while not stop.wait(CHILD_POLL_S):
                 if dead := stack.dead_children():
                     _log.error("local stack process exited: %s", ", ".join(dead))
