@@ -48,6 +48,21 @@ def worker(stack: LocalStack, queues: QueuePair, *args: str, **env: str) -> Work
     return WorkerProcess({**stack.env(queues), "FEEDBACK_METRICS_PORT": "0", **env}, args)
 
 
+async def one_verdict_per_user(
+    seed_pool: SeedPool, sqs: SQSClient, queue_url: str, users: int
+) -> str:
+    """Seed a pool with `users` users (event ev-1 each), send one verdict per user; the pool id."""
+    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(users)})
+    await send_bodies(sqs, queue_url, [verdict(pool, f"user-{i}", "ev-1") for i in range(users)])
+    return pool
+
+
+async def wait_for_successes(emulator: EmulatorControl, count: int) -> None:
+    with anyio.fail_after(30):
+        while emulator.stats()["successes"] < count:
+            await anyio.sleep(0.05)
+
+
 async def test_every_kind_of_outcome_ends_in_its_place_with_the_body_intact(
     local_stack: LocalStack,
     queues: QueuePair,
@@ -123,10 +138,7 @@ async def test_throttled_messages_are_never_dead_lettered_even_with_max_receive_
     # to its DLQ on the second receive
     queues = queue_factory(max_receive_count=2)  # type: ignore[call-arg]
     emulator.configure(quota_per_region=4, burst=1, fault_untyped_throttle=0.2)
-    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(24)})
-    await send_bodies(
-        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(24)]
-    )
+    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 24)
 
     process = worker(local_stack, queues, "--until-empty", FEEDBACK_RATE_LIMIT="20").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
@@ -263,16 +275,11 @@ async def test_sigterm_mid_run_exits_in_time_and_leaves_nothing_invisible(
 ) -> None:
     # Given slow calls, so that SIGTERM arrives with calls in flight and messages waiting
     emulator.configure(latency_s=0.3)
-    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(40)})
-    await send_bodies(
-        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(40)]
-    )
+    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 40)
     process = worker(
         local_stack, queues, FEEDBACK_CONCURRENCY="4", FEEDBACK_SHUTDOWN_TIMEOUT="5"
     ).start()
-    with anyio.fail_after(30):
-        while emulator.stats()["successes"] < 4:
-            await anyio.sleep(0.1)
+    await wait_for_successes(emulator, 4)
 
     # When it gets SIGTERM
     process.signal(signal.SIGTERM)
@@ -301,16 +308,11 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
 ) -> None:
     queues = queue_factory(visibility_timeout_s=6)  # type: ignore[call-arg]
     emulator.configure(latency_s=0.2)
-    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(40)})
-    await send_bodies(
-        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(40)]
-    )
+    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 40)
     first = worker(
         local_stack, queues, FEEDBACK_VISIBILITY_TIMEOUT="6", FEEDBACK_SHUTDOWN_TIMEOUT="2"
     ).start()
-    with anyio.fail_after(30):
-        while emulator.stats()["successes"] < 5:
-            await anyio.sleep(0.05)
+    await wait_for_successes(emulator, 5)
 
     first.signal(signal.SIGKILL)
     await first.wait(10)
@@ -336,10 +338,7 @@ async def test_denied_credentials_dead_letter_nothing_and_the_worker_resumes_by_
 ) -> None:
     # Given credentials Cognito refuses
     emulator.configure(denied_access_keys=["testing"])
-    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(15)})
-    await send_bodies(
-        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(15)]
-    )
+    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 15)
     port = free_port()
     process = WorkerProcess({**local_stack.env(queues), "FEEDBACK_METRICS_PORT": str(port)}).start()
     try:
@@ -421,10 +420,7 @@ async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
     # Given every connection to Cognito dropped, and a worker that would dead-letter a message
     # after two failures of its own
     emulator.configure(fault_drop_connection=1.0)
-    pool = seed_pool(users={f"user-{i}": ["ev-1"] for i in range(12)})
-    await send_bodies(
-        sqs_client, queues.url, [verdict(pool, f"user-{i}", "ev-1") for i in range(12)]
-    )
+    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 12)
     port = free_port()
     process = WorkerProcess(
         {

@@ -83,7 +83,6 @@ class Handler:
         self.sequencer = Sequencer()
         self.newest = NewestWins()
         self.users = KeyedSpacing(settings.user_rate_limit)
-        self.rates: dict[str, AdaptiveRate] = {}
         self.regions: dict[str, RegionHealth] = {}
         self.pacers: dict[str, Pacer] = {}
         self.calls = anyio.CapacityLimiter(settings.concurrency)
@@ -314,7 +313,6 @@ class Handler:
         if pacer is None:
             rate = AdaptiveRate(self.settings.rate_limit)
             pacer = Pacer(rate)
-            self.rates[region] = rate
             self.pacers[region] = pacer
             metrics.ALLOWED_RATE.labels(region).set(rate.rate)
         return pacer.rate, pacer
