@@ -10,28 +10,29 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FAULTS_ARGS ?= --full
+SOURCES := worker deploy/local/feedback_local tests
 
 .PHONY: help install run test test-fast lint format type stack bench faults clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml deploy/local/pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[local,dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev]' -e ./deploy/local
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with the worker, the local stack and the dev tools (quick when up to date)
+install: $(STAMP) ## Create .venv with the worker, the local stack (deploy/local) and the dev tools
 
 lock: ## Re-pin requirements/lock.txt from what .venv holds
-	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^cognito-feedback-worker' > $(LOCK)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^cognito-feedback-' > $(LOCK)
 
 run: install ## Start the local stack, drain a demo workload through the worker, print a summary
-	$(BIN)/feedback-worker demo
+	$(BIN)/feedback-local demo
 
 test: install ## Lint, type-check and run the whole test suite against the local stack
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -39,12 +40,12 @@ test-fast: install ## Only the tests (no lint or type check)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## ruff lint and format check
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 format: install ## Apply ruff's formatting and safe fixes
-	$(BIN)/ruff check --fix worker tests
-	$(BIN)/ruff format worker tests
+	$(BIN)/ruff check --fix $(SOURCES)
+	$(BIN)/ruff format $(SOURCES)
 
 type: install ## mypy --strict over worker/ and tests/
 	$(BIN)/mypy
@@ -56,7 +57,7 @@ faults: install ## The fault suite on the real worker (full form + 30-min soak, 
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
 
 stack: install ## Run the local stack in the foreground and print the environment to export
-	$(BIN)/feedback-worker local
+	$(BIN)/feedback-local stack
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis build *.egg-info

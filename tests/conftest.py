@@ -16,7 +16,7 @@ from aiobotocore.session import AioSession
 from types_aiobotocore_cognito_idp.client import CognitoIdentityProviderClient
 from types_aiobotocore_sqs.client import SQSClient
 
-from worker.local.stack import (
+from feedback_local.stack import (
     TEST_ACCESS_KEY,
     TEST_SECRET_KEY,
     AsyncEmulatorControl,

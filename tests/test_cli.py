@@ -20,11 +20,11 @@ import structlog
 from types_aiobotocore_sqs.client import SQSClient
 from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
+from feedback_local.stack import QueuePair
 from worker import exitcodes
 from worker.cli import build_parser, main
 from worker.config import SETTINGS, SETTINGS_BY_FIELD
 from worker.contract import parse_verdict
-from worker.local.stack import QueuePair
 
 POOL = "us-east-1_CliTest1"
 USERNAME = "carol.cli@example.com"

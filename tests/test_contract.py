@@ -19,13 +19,12 @@ from worker.contract import (
     MAX_BODY_BYTES,
     ValidationCode,
     Verdict,
-    json_schema,
-    json_schema_text,
     parse_verdict,
     username_digest,
     verdict_from_fields,
 )
 from worker.errors import InvalidMessage
+from worker.schema import json_schema, json_schema_text
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "worker" / "verdict.schema.json"
 CONSTRAINTS = input_constraints(FEEDBACK_OPERATION)
@@ -520,7 +519,7 @@ def test_the_username_digest_depends_on_the_key_and_the_username() -> None:
 def test_the_checked_in_schema_is_the_one_built_from_the_model() -> None:
     checked_in = SCHEMA_FILE.read_text(encoding="utf-8")
     assert json.loads(checked_in) == json_schema(), (
-        "regenerate: python -m worker.contract > worker/verdict.schema.json"
+        "regenerate: python -m worker.schema > worker/verdict.schema.json"
     )
     assert checked_in == json_schema_text()
 

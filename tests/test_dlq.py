@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 from types_aiobotocore_sqs.client import SQSClient
 from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
+from feedback_local.stack import TEST_ACCESS_KEY, TEST_SECRET_KEY, LocalStack, QueuePair
 from tests.test_cli import drain, restore_logging, run_cli
-from worker import dlq, dlq_scan, exitcodes, redrive
+from worker import exitcodes
 from worker.cli import build_parser
 from worker.contract import username_digest
-from worker.dlq import USER_MASK, dlq_command, masked_body
-from worker.local.stack import TEST_ACCESS_KEY, TEST_SECRET_KEY, LocalStack, QueuePair
+from worker.ops import dlq_inspect, dlq_redrive, dlq_scan
+from worker.ops.dlq_command import dlq_command
+from worker.ops.masking import USER_MASK, masked_body
 
 pytestmark = pytest.mark.usefixtures(restore_logging.__name__)
 
@@ -126,7 +128,7 @@ async def test_inspect_gives_every_message_back_and_reads_at_most_max_messages(
 ) -> None:
     bodies = [verdict_body("u", f"e{n}") for n in range(25)]
     await dead_letter(sqs_client, queues.dlq_url, bodies, "X")
-    report = await dlq.inspect(
+    report = await dlq_inspect.inspect(
         sqs_client, queues.dlq_url, max_messages=12, samples=1, digest_key=b"k" * 16
     )
     assert (report.read, dict(report.counts)) == (12, {"X": 12})
@@ -324,7 +326,7 @@ async def test_a_destination_that_refuses_every_send_stops_the_move_and_loses_no
     destination = (await sqs_client.create_queue(QueueName=f"gone-{queues.url[-12:]}"))["QueueUrl"]
     await sqs_client.delete_queue(QueueUrl=destination)
     # When the client-side move runs (the destination check is skipped: it starts sending)
-    report = await redrive.move_client_side(
+    report = await dlq_redrive.move_client_side(
         sqs_client, dlq_url=queues.dlq_url, queue_url=destination, rate=1000.0
     )
     # Then it stops at the first refusal, and every message is still in the DLQ, visible
@@ -421,7 +423,7 @@ async def move_task_sqs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MoveTa
     app = web.Application()
     app.router.add_post("/", server.handle)
     runner = web.AppRunner(app)
-    monkeypatch.setattr(redrive, "MOVE_TASK_POLL_S", 0.01)
+    monkeypatch.setattr(dlq_redrive, "MOVE_TASK_POLL_S", 0.01)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -25,15 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from types_aiobotocore_cognito_idp.client import CognitoIdentityProviderClient
 
-from worker import awsmodel
-from worker.local.emulator import Emulator
-from worker.local.emulator_client import (
+from feedback_local.emulator import Emulator
+from feedback_local.emulator_client import (
     AsyncEmulatorControl,
     EmulatorControl,
     EmulatorControlError,
 )
-from worker.local.emulator_config import EmulatorConfig
-from worker.local.stack import LocalStack
+from feedback_local.emulator_config import EmulatorConfig
+from feedback_local.stack import LocalStack
+from worker import awsmodel
 
 if TYPE_CHECKING:
     from tests.conftest import CognitoClientFactory, SeedPool
@@ -718,7 +718,7 @@ def test_the_command_line_prints_one_url_line_serves_the_seed_and_stops_on_sigte
         [
             sys.executable,
             "-m",
-            "worker.local.emulator",
+            "feedback_local.emulator",
             "--port",
             "0",
             "--seed",

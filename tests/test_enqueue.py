@@ -25,8 +25,10 @@ from hypothesis import strategies as st
 from types_aiobotocore_sqs.client import SQSClient
 from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
+from feedback_local.stack import TEST_ACCESS_KEY, TEST_SECRET_KEY, LocalStack, QueuePair
 from worker.contract import MAX_BODY_BYTES, ValidationCode, parse_verdict, username_digest
-from worker.enqueue import (
+from worker.errors import InvalidMessage
+from worker.ops.producer import (
     SQS_BATCH_LIMIT,
     Problem,
     enqueue,
@@ -34,8 +36,6 @@ from worker.enqueue import (
     open_jsonl,
     verdict_from_fields,
 )
-from worker.errors import InvalidMessage
-from worker.local.stack import TEST_ACCESS_KEY, TEST_SECRET_KEY, LocalStack, QueuePair
 
 KEY = b"enqueue-test-key-0123456789abcdef"
 POOL = "eu-west-1_AbC123"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from feedback_local.stack import LocalStack
 from tests.faults import scenarios
 from tests.faults.checker import REDRIVEN, DlqCopy, EndState, EventState, SentMessage, check
 from tests.faults.harness import Harness
 from tests.faults.scenarios import SHORT, ScenarioResult
 from tests.faults.workload import Expect, Planned, verdict_body
-from worker.local.stack import LocalStack
 
 # A scenario drains a few hundred messages through moto after its fault; the drain itself has
 # a bound inside the scenario, this only stops a hung run.

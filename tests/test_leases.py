@@ -1,7 +1,7 @@
 """Leases: the messages this process holds, and the heartbeat that keeps them hidden.
 
 The heartbeat's sleep is replaced by a tick the test gives, so each test runs exact rounds; the
-SQS call behind the Batcher is a plain async function standing in for
+SQS call behind the SqsBatcher is a plain async function standing in for
 ChangeMessageVisibilityBatch.
 """
 
@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from worker import metrics
-from worker.batching import Batcher
 from worker.leases import CAP_MARGIN_S, EXTEND_WHEN_REMAINING, MAX_HIDDEN_S, Lease, Leases
 from worker.message import Message
+from worker.sqs_batches import SqsBatcher
 
 VISIBILITY_S = 30.0
 DEADLOCK_GUARD_S = 10.0
@@ -104,7 +104,7 @@ def ticks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ticks]:
 
 @asynccontextmanager
 async def heartbeat(leases: Leases, sqs: FakeVisibilityCalls, ticks: Ticks) -> AsyncIterator[None]:
-    batcher = Batcher("change_visibility", sqs)
+    batcher = SqsBatcher("change_visibility", sqs)
     with anyio.fail_after(DEADLOCK_GUARD_S):
         async with anyio.create_task_group() as tg:
             await tg.start(batcher.run)

@@ -11,6 +11,7 @@ import urllib.request
 import anyio
 from types_aiobotocore_sqs.client import SQSClient
 
+from feedback_local.stack import EmulatorControl, LocalStack, QueuePair
 from tests.conftest import SeedPool
 from tests.support.worker_process import (
     WorkerProcess,
@@ -20,7 +21,6 @@ from tests.support.worker_process import (
     send_bodies,
     verdict,
 )
-from worker.local.stack import EmulatorControl, LocalStack, QueuePair
 
 SECRET_USER = "alice.secret@example.com"
 

@@ -14,13 +14,13 @@ import psutil
 import pytest
 from types_aiobotocore_sqs.client import SQSClient
 
-from worker.local.stack import AsyncEmulatorControl, LocalStack, QueuePair
+from feedback_local.stack import AsyncEmulatorControl, LocalStack, QueuePair
 
 if TYPE_CHECKING:
     from tests.conftest import SeedPool
 
 EXIT_WAIT_S = 15.0
-_RUN_FOREVER = "import sys; from worker.local.stack import run_forever; sys.exit(run_forever())"
+_RUN_FOREVER = "import sys; from feedback_local.stack import run_forever; sys.exit(run_forever())"
 
 
 def _gone(pids: list[int]) -> bool:

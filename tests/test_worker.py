@@ -12,6 +12,7 @@ import anyio
 import pytest
 from types_aiobotocore_sqs.client import SQSClient
 
+from feedback_local.stack import EmulatorControl, LocalStack, QueuePair
 from tests.conftest import SeedPool
 from tests.support.worker_process import (
     WorkerProcess,
@@ -25,7 +26,6 @@ from tests.support.worker_process import (
     verdict,
 )
 from worker.contract import ValidationCode
-from worker.local.stack import EmulatorControl, LocalStack, QueuePair
 
 DRAIN_TIMEOUT_S = 90.0
 

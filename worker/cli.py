@@ -1,4 +1,6 @@
-"""The `feedback-worker` command line: run, enqueue, healthcheck, check-config, dlq, local, demo.
+"""The `feedback-worker` command line: run, healthcheck, check-config, enqueue, dlq.
+
+`run` and `healthcheck` are the service; the operator commands live in `worker.ops`.
 
 Each flag doubles as an environment variable (see worker.config); `--help` of every command
 lists both with the default. A bad flag or variable stops the program with exit code 2 and a
@@ -27,7 +29,7 @@ HEALTH_TIMEOUT_S = 3.0
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args, until_empty=args.until_empty)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    from worker.service import serve
+    from worker.supervisor import serve
 
     return anyio.run(serve, settings)
 
@@ -69,7 +71,7 @@ def _check_config(args: argparse.Namespace) -> int:
     if not args.aws:
         print("configuration is valid (add --aws to check the queues and the identity too)")
         return exitcodes.OK
-    from worker.preflight import check_aws
+    from worker.ops.check_config import check_aws
 
     problems = anyio.run(check_aws, settings)
     for problem in problems:
@@ -81,7 +83,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    from worker.producer import enqueue_command
+    from worker.ops.enqueue_command import enqueue_command
 
     queue_url = resolve(args, os.environ, ["queue_url"])["queue_url"]
     configure_logging(fmt="auto", level="warning")
@@ -89,21 +91,8 @@ def _enqueue(args: argparse.Namespace) -> int:
     return code
 
 
-def _local(_args: argparse.Namespace) -> int:
-    from worker.local.stack import run_forever
-
-    return run_forever()
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from worker.local.demo import run_demo
-
-    code: int = run_demo(messages=args.messages)
-    return code
-
-
 def _dlq(args: argparse.Namespace) -> int:
-    from worker.dlq import dlq_command
+    from worker.ops.dlq_command import dlq_command
 
     values = resolve(args, os.environ, ["queue_url", "dlq_url"])
     configure_logging(fmt="auto", level="warning")
@@ -152,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--file", help="JSONL file of verdict bodies, one per line ('-' for stdin)"
     )
 
-    dlq = command("dlq", _dlq, "Inspect or redrive the dead-letter queue.")
+    _add_dlq_commands(command("dlq", _dlq, "Inspect or redrive the dead-letter queue."))
+    return parser
+
+
+def _add_dlq_commands(dlq: argparse.ArgumentParser) -> None:
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     inspect = dlq_commands.add_parser("inspect", help="counts by ErrorCode and sample bodies")
     inspect.add_argument("--samples", type=int, default=3, help="sample bodies per ErrorCode")
@@ -171,11 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--max-messages", type=int, default=0, help="most to move (0 = all)")
     redrive.add_argument("--rate", type=float, default=100.0, help="messages per second")
     add_arguments(redrive, ["queue_url", "dlq_url", "username_hash_key"])
-
-    command("local", _local, "Run the local stack (SQS + Cognito emulator) and print its env.")
-    demo = command("demo", _demo, "Drain a demo workload through the worker on the local stack.")
-    demo.add_argument("--messages", type=int, default=300, help="valid verdicts to enqueue")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,11 +19,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -33,7 +31,6 @@ from worker.errors import InvalidMessage
 MAX_BODY_BYTES: Final = 1_048_576  # SQS's message size limit (1 MiB)
 DIGEST_HEX_CHARS: Final = 12  # 48 bits: enough to tell users apart in logs, too short to index
 SNS_NOTIFICATION: Final = "Notification"
-JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 _ECHO_CHARS = 64  # how much of a bad, non-sensitive value an error message quotes back
 
 # Verdict attribute -> API parameter name; also the canonical body's key order.
@@ -60,7 +57,7 @@ class ValidationCode(StrEnum):
 
 
 @dataclass(frozen=True)
-class _Rule:
+class Rule:
     attr: str
     constraint: FieldConstraint
 
@@ -70,9 +67,9 @@ class _Rule:
 
 
 @functools.cache
-def _rules() -> tuple[_Rule, ...]:
+def rules() -> tuple[Rule, ...]:
     constraints = input_constraints(FEEDBACK_OPERATION)
-    return tuple(_Rule(attr, constraints[name]) for attr, name in _API_NAMES.items())
+    return tuple(Rule(attr, constraints[name]) for attr, name in _API_NAMES.items())
 
 
 @functools.cache
@@ -105,7 +102,7 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True, rename=_API_NAMES):
     feedback_value: str
 
     def __post_init__(self) -> None:
-        for rule in _rules():
+        for rule in rules():
             value = getattr(self, rule.attr)
             if not isinstance(value, str):
                 raise InvalidMessage(
@@ -249,7 +246,7 @@ def _unwrap(layer: _Layer) -> _Layer:
     return layer
 
 
-def _field(layer: _Layer, rule: _Rule) -> str:
+def _field(layer: _Layer, rule: Rule) -> str:
     raw: msgspec.Raw = getattr(layer, rule.attr)
     if not raw:
         raise InvalidMessage(ValidationCode.MISSING_FIELD, f"{rule.name} is required", rule.name)
@@ -292,7 +289,7 @@ def parse_verdict(body: str | bytes) -> Verdict:
             f"the body is {size} bytes; SQS carries at most {MAX_BODY_BYTES}",
         )
     layer = _unwrap(_decode_layer(data))
-    pool_rule, username_rule, event_rule, feedback_rule = _rules()
+    pool_rule, username_rule, event_rule, feedback_rule = rules()
     return Verdict(
         user_pool_id=_field(layer, pool_rule),
         username=_field(layer, username_rule),
@@ -324,94 +321,3 @@ def username_digest(username: str, key: bytes) -> str:
     """
     data = username.encode("utf-8", "surrogatepass")
     return hmac.new(key, data, hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
-
-
-def _any_case(word: str) -> str:
-    """An ECMA-262 pattern matching `word` in any ASCII case, e.g. Valid -> [Vv][Aa][Ll]…"""
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
-
-
-def _property_schema(constraint: FieldConstraint) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    if constraint.min_length is not None:
-        schema["minLength"] = constraint.min_length
-    if constraint.max_length is not None:
-        schema["maxLength"] = constraint.max_length
-    notes = [f"Cognito's {constraint.name}."]
-    if constraint.min_length is not None or constraint.max_length is not None:
-        notes.append("Lengths count Unicode code points.")
-    if constraint.enum:
-        # JSON Schema has no case-insensitive enum: spell each value's cases out instead.
-        schema["pattern"] = "|".join(f"^{_any_case(value)}$" for value in constraint.enum)
-        schema["examples"] = list(constraint.enum)
-        notes.append(f"One of {', '.join(constraint.enum)} in any case; sent in that spelling.")
-    elif constraint.portable_pattern is not None:
-        schema["pattern"] = f"^{constraint.portable_pattern}$"
-        if "\\p{" in constraint.portable_pattern:
-            notes.append(
-                "The pattern uses Unicode property classes (ECMA-262 with the u flag); which "
-                "characters they hold depends on the validator's Unicode version, and the "
-                "service's own Unicode version is not published."
-            )
-    if constraint.sensitive:
-        notes.append("Sensitive: never logged in clear.")
-    schema["description"] = " ".join(notes)
-    return schema
-
-
-def json_schema() -> dict[str, Any]:
-    """A JSON Schema (2020-12) of the message body, built from the service model.
-
-    SNS carries its payload as a JSON string, which JSON Schema can only annotate
-    (contentSchema): validators do not check a notification's inner verdict.
-    """
-    verdict = {
-        "type": "object",
-        "description": "One verdict. Fields other than these are ignored.",
-        "required": [rule.name for rule in _rules() if rule.constraint.required],
-        "properties": {rule.name: _property_schema(rule.constraint) for rule in _rules()},
-    }
-    eventbridge = {
-        "type": "object",
-        "description": "An EventBridge event delivered to SQS; its detail is the verdict.",
-        "required": ["detail-type", "source", "detail"],
-        "properties": {"detail": {"$ref": "#/$defs/Verdict"}},
-    }
-    sns = {
-        "type": "object",
-        "description": "An SNS notification (raw message delivery off); Message holds the "
-        "verdict or an EventBridge event as a JSON string.",
-        "required": ["Type", "Message"],
-        "properties": {
-            "Type": {"const": SNS_NOTIFICATION},
-            "Message": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": {
-                    "anyOf": [{"$ref": "#/$defs/Verdict"}, {"$ref": "#/$defs/EventBridgeEvent"}]
-                },
-            },
-        },
-    }
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "title": "Cognito threat-protection verdict",
-        "description": f"An SQS message body for {FEEDBACK_OPERATION}, at most "
-        f"{MAX_BODY_BYTES} bytes of UTF-8: a verdict, an EventBridge event holding one, or an "
-        "SNS notification holding either.",
-        "anyOf": [
-            {"$ref": "#/$defs/Verdict"},
-            {"$ref": "#/$defs/EventBridgeEvent"},
-            {"$ref": "#/$defs/SnsNotification"},
-        ],
-        "$defs": {"Verdict": verdict, "EventBridgeEvent": eventbridge, "SnsNotification": sns},
-    }
-
-
-def json_schema_text() -> str:
-    """`json_schema()` as checked in at worker/verdict.schema.json."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":  # regenerate: python -m worker.contract > worker/verdict.schema.json
-    print(json_schema_text(), end="")

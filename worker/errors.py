@@ -1,4 +1,10 @@
-"""One exception root, split by what the worker should do next with the message."""
+"""The exceptions this project raises on purpose, under one root.
+
+What a *Cognito call's* failure means for its message (throttled, transient, permanent,
+systemic) is not an exception class here: botocore raises its own, and `worker.outcome`
+classifies them by error code into `outcome.Kind`, the one vocabulary of failure that
+`worker.fate` decides on.
+"""
 
 from __future__ import annotations
 
@@ -16,30 +22,24 @@ class ConfigError(FeedbackWorkerError):
         self.reason = reason
 
 
-class PermanentError(FeedbackWorkerError):
-    """The message itself can never succeed: dead-letter it now."""
+class InvalidMessage(FeedbackWorkerError):
+    """The body is not a valid verdict, so it can never succeed: dead-letter it now.
 
-    def __init__(self, code: str, message: str) -> None:
+    `code` names the validation failure (the DLQ copy's ErrorCode), `field` the culprit.
+    """
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-class InvalidMessage(PermanentError):
-    """The body is not a valid verdict; `code` names the validation failure, `field` the culprit."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(code, message)
         self.field = field
 
 
-class TransientError(FeedbackWorkerError):
-    """A failure that may pass by itself: retry with backoff, dead-letter after max attempts."""
+class BatchEntryFailed(FeedbackWorkerError):
+    """SQS refused one entry of a batch write (or the whole call failed after its retries)."""
 
-
-class ThrottledError(TransientError):
-    """Cognito answered with a rate limit: slow down, retry, never dead-letter."""
-
-
-class SystemicError(FeedbackWorkerError):
-    """Our deployment is wrong (credentials, permissions): keep messages, stop taking work."""
+    def __init__(self, code: str, message: str, *, sender_fault: bool) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.sender_fault = sender_fault

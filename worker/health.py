@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import prometheus_client
 from aiohttp import web
 
-from worker.gate import SystemicGate
+from worker.systemic_pause import SystemicPause
 
 # Receive errors in a row before readiness drops (one blip is not an outage).
 RECEIVE_FAILURES_UNREADY = 3
@@ -26,7 +26,7 @@ class HealthState:
     """What the probes report; updated by the receive loop and the service."""
 
     liveness_stale_s: float
-    gate: SystemicGate
+    pause: SystemicPause
     started: bool = False
     stopping: bool = False
     receive_failures: int = 0
@@ -56,8 +56,8 @@ class HealthState:
             return False, "starting"
         if self.stopping:
             return False, "shutting down"
-        if self.gate.paused:
-            return False, f"paused by a systemic failure: {self.gate.reason}"
+        if self.pause.paused:
+            return False, f"paused by a systemic failure: {self.pause.reason}"
         if down := self.regions_down():
             return False, f"Cognito calls all failing in {', '.join(down)}"
         if self.receive_failures >= RECEIVE_FAILURES_UNREADY:

@@ -15,8 +15,9 @@ import anyio
 import structlog
 
 from worker import metrics
-from worker.batching import BatchEntryFailed, Batcher
+from worker.errors import BatchEntryFailed
 from worker.message import Message
+from worker.sqs_batches import SqsBatcher
 
 log = structlog.get_logger()
 
@@ -83,7 +84,7 @@ class Leases:
         lease = self._leases.get(message.message_id)
         return lease.message.receipt_handle if lease else message.receipt_handle
 
-    async def heartbeat(self, visibility: Batcher) -> None:
+    async def heartbeat(self, visibility: SqsBatcher) -> None:
         """Extend every held message nearing expiry, forever (cancel to stop)."""
         period = min(
             HEARTBEAT_MAX_PERIOD_S,
@@ -103,7 +104,7 @@ class Leases:
                     for lease in due:
                         tg.start_soon(self._extend, visibility, lease)
 
-    async def _extend(self, visibility: Batcher, lease: Lease) -> None:
+    async def _extend(self, visibility: SqsBatcher, lease: Lease) -> None:
         message = lease.message
         hidden_for_s = time.time() - message.first_received_at_ms / 1000
         timeout = min(self.visibility_timeout_s, MAX_HIDDEN_S - CAP_MARGIN_S - hidden_for_s)

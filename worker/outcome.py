@@ -57,40 +57,50 @@ PERMANENT_CODES = frozenset(
         "UserPoolAddOnNotEnabledException",
     }
 )
-SYSTEMIC_CODES = frozenset(
+# Our deployment's identity is refused: permissions, or the credentials themselves.
+ACCESS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
+REFUSED_CREDENTIAL_CODES = frozenset(
     {
-        "AccessDeniedException",
-        "AccessDenied",
         "UnrecognizedClientException",
+        "InvalidClientTokenId",
         "InvalidSignatureException",
         "SignatureDoesNotMatch",
+        "IncompleteSignature",
         "ExpiredTokenException",
         "ExpiredToken",
-        "InvalidClientTokenId",
-        "IncompleteSignature",
-        "MissingAuthenticationTokenException",
         "RequestExpired",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
     }
 )
+SYSTEMIC_CODES = ACCESS_DENIED_CODES | REFUSED_CREDENTIAL_CODES
 # The body of an untyped throttle, as Cognito has sent it.
 _RATE_EXCEEDED = "rate exceeded"
 
 # Exceptions that mean "no usable credentials": our deployment's fault, never the message's.
-_CREDENTIAL_ERRORS: tuple[type[BaseException], ...] = (
+CREDENTIAL_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.NoCredentialsError,
     botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.ProfileNotFound,
     botocore.exceptions.NoRegionError,
 )
-_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+# The endpoint could not be reached or did not answer in time.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectionError,
     botocore.exceptions.HTTPClientError,
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ConnectTimeoutError,
     AiohttpClientError,
-    ConnectionError,
-    TimeoutError,
+    OSError,
+)
+# Everything an AWS call may raise besides a bug of ours.
+AWS_CALL_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    AiohttpClientError,
+    OSError,
 )
 
 
@@ -119,8 +129,8 @@ def classify_exception(exc: BaseException) -> Outcome:
         if not code:
             code = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         return Outcome(classify_error_code(code, message), code or "UnknownError", message)
-    if isinstance(exc, _CREDENTIAL_ERRORS):
+    if isinstance(exc, CREDENTIAL_ERRORS):
         return Outcome(Kind.SYSTEMIC, type(exc).__name__, str(exc))
-    if isinstance(exc, _NETWORK_ERRORS):
+    if isinstance(exc, NETWORK_ERRORS):
         return Outcome(Kind.TRANSIENT, type(exc).__name__, str(exc))
     return Outcome(Kind.TRANSIENT, type(exc).__name__, str(exc) or type(exc).__name__)

@@ -7,15 +7,21 @@ liveness clock on every turn, including while it waits for room or for a pause t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
 from worker import backoff, metrics
+from worker.clients import Clients
+from worker.config import Settings
 from worker.handler import Handler
 from worker.health import HealthState
+from worker.leases import Leases
 from worker.message import SYSTEM_ATTRIBUTES, Message
 from worker.outcome import classify_exception
+from worker.systemic_pause import SystemicPause
 
 log = structlog.get_logger()
 
@@ -33,15 +39,19 @@ QUEUE_COUNTERS = (
 )
 
 
+@dataclass(eq=False)
 class Receiver:
     """Receives messages and starts one handler task per message in `work`."""
 
-    def __init__(self, handler: Handler, health: HealthState) -> None:
-        self.handler = handler
-        self.health = health
-        self.settings = handler.settings
-        self._scope = anyio.CancelScope()
-        self._idle = anyio.CancelScope()
+    settings: Settings
+    clients: Clients
+    handler: Handler
+    leases: Leases
+    held: anyio.Semaphore
+    pause: SystemicPause
+    health: HealthState
+    _scope: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
+    _idle: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
 
     def stop(self) -> None:
         """Receive no more; a long poll in progress may finish (its messages are given back)."""
@@ -68,7 +78,7 @@ class Receiver:
             if room == 0:
                 continue
             try:
-                sqs = await self.handler.clients.sqs()
+                sqs = await self.clients.sqs()
                 response = await sqs.receive_message(
                     QueueUrl=self.settings.queue_url,
                     MaxNumberOfMessages=room,
@@ -118,10 +128,9 @@ class Receiver:
 
     async def _wait_until_receiving(self) -> bool:
         """While paused with a probe out, receive nothing; True when receiving may go on."""
-        gate = self.handler.gate
-        if gate.paused and gate.has_probe:
+        if self.pause.paused and self.pause.has_probe:
             with self._idle_scope(IDLE_TICK_S):
-                await gate.changed()
+                await self.pause.changed()
             return False
         return True
 
@@ -129,9 +138,9 @@ class Receiver:
         """Claim held-message slots for one receive: a full batch of ten while enough work is
         on hand, so each receive (a billed request) brings as many messages as it can; fewer
         at once when the calls would otherwise starve."""
-        slots = self.handler.slots
+        slots = self.held
         # While paused, only one message is needed: the probe.
-        limit = 1 if self.handler.gate.paused else SQS_RECEIVE_LIMIT
+        limit = 1 if self.pause.paused else SQS_RECEIVE_LIMIT
         room = 0
         with self._idle_scope(IDLE_TICK_S):
             await slots.acquire()
@@ -139,7 +148,7 @@ class Receiver:
             while room < limit:
                 if slots.value > 0:
                     slots.acquire_nowait()
-                elif len(self.handler.leases) < self.settings.concurrency:
+                elif len(self.leases) < self.settings.concurrency:
                     break
                 else:
                     await slots.acquire()
@@ -151,11 +160,11 @@ class Receiver:
 
     def _give_back(self, count: int) -> None:
         for _ in range(count):
-            self.handler.slots.release()
+            self.held.release()
 
     async def _start(self, work: TaskGroup, message: Message) -> None:
         metrics.RECEIVED.inc()
-        if not self.handler.leases.add(message):
+        if not self.leases.add(message):
             # Already held here (SQS delivers at least once): the held copy will settle it.
             log.info("receive.duplicate", message_id=message.message_id)
             self._give_back(1)
@@ -164,9 +173,9 @@ class Receiver:
 
     async def _drained(self) -> bool:
         """Nothing held here and the queue reports nothing visible or in flight, twice."""
-        sqs = await self.handler.clients.sqs()
+        sqs = await self.clients.sqs()
         for read in range(2):
-            if len(self.handler.leases) or self.handler.tasks:
+            if len(self.leases) or self.handler.in_progress:
                 return False
             try:
                 response = await sqs.get_queue_attributes(

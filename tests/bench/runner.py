@@ -19,13 +19,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from feedback_local.stack import LocalStack, QueuePair
 from tests.bench import aws, workload
 from tests.bench.procs import MeasuredProcess, Usage
 from tests.bench.proxy import CountingProxy
 from tests.bench.scenarios import BOTO3, SQS_CONSUMER, WORKER, Scenario
 from tests.bench.sqs_server import FauxqsServer, LatencyProbe, probe_latency
 from tests.bench.toolchain import Toolchain
-from worker.local.stack import LocalStack, QueuePair
 
 REPO = Path(__file__).resolve().parents[2]
 MONITOR_S = 0.25

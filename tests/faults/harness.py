@@ -24,6 +24,7 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from feedback_local.stack import AsyncEmulatorControl, LocalStack, QueuePair
 from tests.faults.checker import (
     EndState,
     SentMessage,
@@ -36,7 +37,6 @@ from tests.faults.checker import (
 from tests.faults.process import WorkerProcess, free_port, read_log
 from tests.faults.proxy import FaultProxy
 from tests.faults.workload import Planned, Universe
-from worker.local.stack import AsyncEmulatorControl, LocalStack, QueuePair
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient

@@ -1,6 +1,6 @@
 """`feedback-worker enqueue`: send one verdict from flags, or many from a JSONL file or stdin.
 
-Every verdict goes through worker.enqueue, so it is checked with the worker's own parser before
+Every verdict goes through worker.ops.producer, so it is checked with the worker's own parser before
 it is sent and lands as its canonical body. The report is plain text: how many were sent, then
 each line that was not, with its number, a code and the reason (never a username).
 """
@@ -15,12 +15,12 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import aioboto3
-import botocore.exceptions
 
 from worker import exitcodes
-from worker.clients import sqs_config
 from worker.config import resolve
-from worker.enqueue import (
+from worker.errors import ConfigError, InvalidMessage
+from worker.ops.aws_calls import open_sqs
+from worker.ops.producer import (
     DEFAULT_CONCURRENCY,
     FIFO_SUFFIX,
     EnqueueReport,
@@ -29,7 +29,6 @@ from worker.enqueue import (
     open_jsonl,
     verdict_from_fields,
 )
-from worker.errors import ConfigError, InvalidMessage
 
 if TYPE_CHECKING:
     from worker.contract import Verdict
@@ -44,7 +43,6 @@ SINGLE_VERDICT_FLAGS: dict[str, str] = {
 _FLAG_OF_PARAMETER = {parameter: f"--{dest}" for dest, parameter in SINGLE_VERDICT_FLAGS.items()}
 _ALL_FLAGS = "/".join(_FLAG_OF_PARAMETER.values())
 HASH_KEY_SETTING = "username_hash_key"
-REGION_SETTING = "AWS_REGION / AWS_DEFAULT_REGION"
 
 
 def _single_verdict_fields(args: argparse.Namespace) -> dict[str, str] | None:
@@ -121,12 +119,7 @@ async def enqueue_command(args: argparse.Namespace, queue_url: str) -> int:
     digest_key = _digest_key(args, queue_url)
     session = aioboto3.Session()
     async with AsyncExitStack() as stack:
-        try:
-            sqs = await stack.enter_async_context(
-                session.client("sqs", config=sqs_config(max_connections=DEFAULT_CONCURRENCY))
-            )
-        except botocore.exceptions.NoRegionError:
-            raise ConfigError(REGION_SETTING, "no AWS region is set") from None
+        sqs = await open_sqs(stack, session, connections=DEFAULT_CONCURRENCY)
         if verdict is not None:
             report = await enqueue(sqs, queue_url, [verdict.to_body()], digest_key=digest_key)
         else:

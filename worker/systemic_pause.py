@@ -1,4 +1,4 @@
-"""The systemic-failure gate: when our deployment is wrong, stop taking work until it is fixed.
+"""The systemic pause: when our deployment is wrong, stop taking work until it is fixed.
 
 Bad credentials or missing permissions are not the message's fault, so nothing is
 dead-lettered for them. The first task to hit one pauses the worker and becomes the probe: it
@@ -18,7 +18,7 @@ from worker import metrics
 log = structlog.get_logger()
 
 
-class SystemicGate:
+class SystemicPause:
     """Paused or open; while paused, exactly one task (the probe) may call Cognito."""
 
     def __init__(self) -> None:

@@ -5,7 +5,7 @@ AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures, validates agai
 service model, keeps pools per region, enforces the per-region and per-user write quotas, and
 can add latency and faults. Control endpoints live under ``/_emulator/`` (unsigned JSON).
 
-Run ``python -m worker.local.emulator --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
+Run ``python -m feedback_local.emulator --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
 once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() as emu``.
 """
 
@@ -28,13 +28,12 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from worker import awsmodel
-from worker.local.emulator_config import ConfigValueError, EmulatorConfig
-from worker.local.emulator_ops import CognitoService
-from worker.local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
-from worker.local.emulator_sigv4 import authenticate
-from worker.local.emulator_state import SeedError, Store
-from worker.local.emulator_wire import (
+from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
+from feedback_local.emulator_ops import CognitoService
+from feedback_local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
+from feedback_local.emulator_sigv4 import authenticate
+from feedback_local.emulator_state import SeedError, Store
+from feedback_local.emulator_wire import (
     DROPPED_CONNECTION,
     HTTP_CLIENT_ERROR,
     HTTP_SERVER_ERROR,
@@ -46,6 +45,7 @@ from worker.local.emulator_wire import (
     json_response,
     untyped_throttle_response,
 )
+from worker import awsmodel
 
 LOOPBACK = "127.0.0.1"
 READY_PREFIX = "EMULATOR_URL="
@@ -262,7 +262,7 @@ def _parse_json(body: bytes) -> Any:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.local.emulator",
+        prog="python -m feedback_local.emulator",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -21,9 +21,9 @@ from typing import Any, Self, TypeVar
 import botocore.config
 import botocore.session
 
-from worker.local.emulator import READY_PREFIX as EMULATOR_READY_PREFIX
-from worker.local.emulator_client import AsyncEmulatorControl, EmulatorControl
-from worker.local.stack_process import CHILD_POLL_S, MOTO_READY_PREFIX, ServerProcess, moto_argv
+from feedback_local.emulator import READY_PREFIX as EMULATOR_READY_PREFIX
+from feedback_local.emulator_client import AsyncEmulatorControl, EmulatorControl
+from feedback_local.stack_process import CHILD_POLL_S, MOTO_READY_PREFIX, ServerProcess, moto_argv
 
 __all__ = [
     "AsyncEmulatorControl",
@@ -39,7 +39,7 @@ TEST_SECRET_KEY = "testing"  # noqa: S105 - the well-known dummy secret of local
 STARTUP_TIMEOUT_S = 30.0
 DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum: a DLQ must outlive its source's messages
 DEFAULT_QUEUE_NAME = "feedback-verdicts"
-# What `feedback-worker local` seeds, so that verdicts sent by hand have something to land on.
+# What `feedback-local stack` seeds, so that verdicts sent by hand have something to land on.
 DEMO_USERS = {"alice": ["ev-1", "ev-2", "ev-3"], "bob": ["ev-1", "ev-2", "ev-3"]}
 DEMO_SEED = {
     "pools": [
@@ -112,7 +112,7 @@ class LocalStack:
                 [
                     self._python,
                     "-m",
-                    "worker.local.emulator",
+                    "feedback_local.emulator",
                     "--port",
                     "0",
                     "--exit-on-stdin-eof",
@@ -275,7 +275,7 @@ def run_forever(
     print_env: Callable[[dict[str, str]], None] = print_exports, *, region: str = "us-east-1"
 ) -> int:
     """Run the stack with one queue pair in the foreground until SIGINT/SIGTERM
-    (``feedback-worker local``); 1 if a server died on its own."""
+    (``feedback-local stack``); 1 if a server died on its own."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ source queue, which is harmless: feedback is idempotent.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -21,8 +22,16 @@ import botocore.exceptions
 from botocore.config import Config
 
 from worker import exitcodes
-from worker.dlq_scan import DEAD_LETTER_ATTRIBUTES, IDENTITY, Held, error_code, scan_dlq
-from worker.preflight import AWS_CALL_ERRORS, describe_error
+from worker.errors import ConfigError
+from worker.ops.aws_calls import AWS_CALL_ERRORS, describe_error, open_sqs
+from worker.ops.dlq_scan import (
+    DEAD_LETTER_ATTRIBUTES,
+    DlqClients,
+    Held,
+    error_code,
+    queue_arn,
+    scan_dlq,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -167,7 +176,6 @@ class _Mover:
                 action="sqs:SendMessage",
                 resource=self.queue_url,
                 endpoint=self.sqs.meta.endpoint_url,
-                identity=IDENTITY,
             )
             report.errors.append(f"{message['MessageId']}: {text}")
             if _is_message_error(exc):
@@ -245,3 +253,53 @@ async def move_task(sqs: SQSClient, *, dlq_arn: str, source_arn: str, rate: floa
                 return exitcodes.OK
             print(f"the move task ended {status}: {task.get('FailureReason', '')}", file=sys.stderr)
             return exitcodes.FAILURE
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def check_redrive_args(args: argparse.Namespace) -> None:
+    if args.max_messages < 0:
+        raise ConfigError("--max-messages", "must be 0 or more")
+    if not args.rate > 0:
+        raise ConfigError("--rate", "must be a number of messages per second above 0")
+
+
+async def redrive_command(
+    args: argparse.Namespace, aws: DlqClients, *, queue_url: str, dlq_url: str
+) -> int:
+    """`dlq redrive`: StartMessageMoveTask, or the client-side move; the exit code."""
+    sqs = aws.sqs
+    source_arn = await queue_arn(sqs, queue_url)
+    dlq_arn = await queue_arn(sqs, dlq_url)
+    reasons = [
+        reason
+        for reason, applies in (
+            ("--client-side", args.client_side),
+            ("--error-code", bool(args.error_code)),
+            ("--max-messages", args.max_messages > 0),
+        )
+        if applies
+    ]
+    if reasons:
+        print(f"client-side move ({', '.join(reasons)}): send to the source, then delete")
+    else:
+        control = await open_sqs(aws.stack, aws.session, connections=1, config=ONE_ATTEMPT)
+        code = await move_task(control, dlq_arn=dlq_arn, source_arn=source_arn, rate=args.rate)
+        if code is not None:
+            return code
+        print("the endpoint has no StartMessageMoveTask; falling back to a client-side move")
+    report = await move_client_side(
+        sqs,
+        dlq_url=dlq_url,
+        queue_url=queue_url,
+        error_codes=args.error_code,
+        max_messages=args.max_messages,
+        rate=args.rate,
+    )
+    for error in report.errors:
+        print(error, file=sys.stderr)
+    if report.stopped is not None:
+        print(f"stopped: {report.stopped}", file=sys.stderr)
+    print(report.summary())
+    return exitcodes.OK if not report.failed and report.stopped is None else exitcodes.FAILURE

@@ -12,7 +12,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from worker.local.emulator_wire import (
+from feedback_local.emulator_wire import (
     ACCESS_DENIED,
     INCOMPLETE_SIGNATURE,
     INVALID_SIGNATURE,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from worker.ratelimit import (
+from worker.pacing import (
     DECREASE_FACTOR,
     INCREASE_PER_S,
     MIN_RATE,

@@ -1,4 +1,4 @@
-"""The systemic gate (pause, probe, resume) and the health probes built on it, over real HTTP."""
+"""The systemic pause (pause, probe, resume) and the health probes built on it, over real HTTP."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from worker import metrics
-from worker.gate import SystemicGate
 from worker.health import RECEIVE_FAILURES_UNREADY, HealthState, start_server
+from worker.systemic_pause import SystemicPause
 
 STALE_S = 30.0
 DEADLOCK_GUARD_S = 10.0
@@ -25,19 +25,19 @@ class Task:
 
 
 @pytest.fixture
-def gate() -> SystemicGate:
-    return SystemicGate()
+def gate() -> SystemicPause:
+    return SystemicPause()
 
 
 @pytest.fixture
-def state(gate: SystemicGate) -> HealthState:
-    return HealthState(liveness_stale_s=STALE_S, gate=gate, started=True)
+def state(gate: SystemicPause) -> HealthState:
+    return HealthState(liveness_stale_s=STALE_S, pause=gate, started=True)
 
 
-# -- SystemicGate ----------------------------------------------------------------------------
+# -- SystemicPause ----------------------------------------------------------------------------
 
 
-def test_an_open_gate_lets_everyone_call(gate: SystemicGate) -> None:
+def test_an_open_gate_lets_everyone_call(gate: SystemicPause) -> None:
     a, b = Task(), Task()
     assert gate.may_call(a)
     assert gate.may_call(b)
@@ -46,7 +46,7 @@ def test_an_open_gate_lets_everyone_call(gate: SystemicGate) -> None:
     assert not gate.is_probe(a)
 
 
-def test_the_task_that_pauses_becomes_the_only_caller(gate: SystemicGate) -> None:
+def test_the_task_that_pauses_becomes_the_only_caller(gate: SystemicPause) -> None:
     probe, other = Task(), Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     assert gate.paused
@@ -58,7 +58,7 @@ def test_the_task_that_pauses_becomes_the_only_caller(gate: SystemicGate) -> Non
     assert "no permission" in gate.reason
 
 
-def test_a_second_pause_keeps_the_first_probe_and_reason(gate: SystemicGate) -> None:
+def test_a_second_pause_keeps_the_first_probe_and_reason(gate: SystemicPause) -> None:
     probe, other = Task(), Task()
     gate.pause(probe, "AccessDeniedException", "first")
     gate.pause(other, "ExpiredTokenException", "second")
@@ -67,7 +67,7 @@ def test_a_second_pause_keeps_the_first_probe_and_reason(gate: SystemicGate) -> 
     assert "first" in gate.reason
 
 
-def test_a_pause_is_logged_once_however_many_tasks_hit_it(gate: SystemicGate) -> None:
+def test_a_pause_is_logged_once_however_many_tasks_hit_it(gate: SystemicPause) -> None:
     with capture_logs() as logs:
         for _ in range(3):
             gate.pause(Task(), "AccessDeniedException", "no permission")
@@ -75,7 +75,7 @@ def test_a_pause_is_logged_once_however_many_tasks_hit_it(gate: SystemicGate) ->
     assert logs[0]["code"] == "AccessDeniedException"
 
 
-def test_only_the_probe_can_resume(gate: SystemicGate) -> None:
+def test_only_the_probe_can_resume(gate: SystemicPause) -> None:
     probe, other = Task(), Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     gate.resume(other)
@@ -87,7 +87,7 @@ def test_only_the_probe_can_resume(gate: SystemicGate) -> None:
     assert gate.may_call(other)
 
 
-def test_a_probe_that_leaves_frees_the_role_for_the_next_task(gate: SystemicGate) -> None:
+def test_a_probe_that_leaves_frees_the_role_for_the_next_task(gate: SystemicPause) -> None:
     probe, second, third = Task(), Task(), Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     gate.leave(probe)
@@ -98,7 +98,7 @@ def test_a_probe_that_leaves_frees_the_role_for_the_next_task(gate: SystemicGate
     assert not gate.may_call(third)
 
 
-def test_leaving_without_being_the_probe_changes_nothing(gate: SystemicGate) -> None:
+def test_leaving_without_being_the_probe_changes_nothing(gate: SystemicPause) -> None:
     probe, other = Task(), Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     gate.leave(other)
@@ -106,7 +106,7 @@ def test_leaving_without_being_the_probe_changes_nothing(gate: SystemicGate) -> 
 
 
 def test_a_pause_while_the_probe_role_is_free_makes_the_pauser_the_probe(
-    gate: SystemicGate,
+    gate: SystemicPause,
 ) -> None:
     first, second = Task(), Task()
     gate.pause(first, "AccessDeniedException", "no permission")
@@ -115,7 +115,7 @@ def test_a_pause_while_the_probe_role_is_free_makes_the_pauser_the_probe(
     assert gate.is_probe(second)
 
 
-def test_the_paused_gauge_follows_the_gate(gate: SystemicGate) -> None:
+def test_the_paused_gauge_follows_the_gate(gate: SystemicPause) -> None:
     probe = Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     assert gauge_value("feedback_worker_paused") == 1
@@ -127,7 +127,7 @@ def gauge_value(name: str) -> float | None:
     return prometheus_client.REGISTRY.get_sample_value(name)
 
 
-async def changes_seen(gate: SystemicGate, *steps: Callable[[], object]) -> int:
+async def changes_seen(gate: SystemicPause, *steps: Callable[[], object]) -> int:
     """Run `steps` (callables) one by one; count how many woke a task waiting on changed()."""
     seen = 0
     for step in steps:
@@ -149,7 +149,7 @@ async def changes_seen(gate: SystemicGate, *steps: Callable[[], object]) -> int:
     return seen
 
 
-async def test_waiters_on_changed_wake_on_pause_leave_and_resume(gate: SystemicGate) -> None:
+async def test_waiters_on_changed_wake_on_pause_leave_and_resume(gate: SystemicPause) -> None:
     probe, second = Task(), Task()
     seen = await changes_seen(
         gate,
@@ -161,7 +161,7 @@ async def test_waiters_on_changed_wake_on_pause_leave_and_resume(gate: SystemicG
     assert seen == 3
 
 
-async def test_no_wake_up_for_a_step_that_changes_nothing(gate: SystemicGate) -> None:
+async def test_no_wake_up_for_a_step_that_changes_nothing(gate: SystemicPause) -> None:
     probe, other = Task(), Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     seen = await changes_seen(gate, lambda: gate.resume(other), lambda: gate.leave(other))
@@ -171,8 +171,8 @@ async def test_no_wake_up_for_a_step_that_changes_nothing(gate: SystemicGate) ->
 # -- HealthState -----------------------------------------------------------------------------
 
 
-def test_not_ready_while_starting(gate: SystemicGate) -> None:
-    ready, reason = HealthState(liveness_stale_s=STALE_S, gate=gate).ready()
+def test_not_ready_while_starting(gate: SystemicPause) -> None:
+    ready, reason = HealthState(liveness_stale_s=STALE_S, pause=gate).ready()
     assert not ready
     assert "starting" in reason
 
@@ -181,14 +181,14 @@ def test_ready_once_started(state: HealthState) -> None:
     assert state.ready() == (True, "ok")
 
 
-def test_not_ready_while_paused_and_says_why(state: HealthState, gate: SystemicGate) -> None:
+def test_not_ready_while_paused_and_says_why(state: HealthState, gate: SystemicPause) -> None:
     gate.pause(Task(), "AccessDeniedException", "no permission")
     ready, reason = state.ready()
     assert not ready
     assert "AccessDeniedException" in reason
 
 
-def test_ready_again_after_resume(state: HealthState, gate: SystemicGate) -> None:
+def test_ready_again_after_resume(state: HealthState, gate: SystemicPause) -> None:
     probe = Task()
     gate.pause(probe, "AccessDeniedException", "no permission")
     gate.resume(probe)
@@ -239,7 +239,7 @@ def test_not_live_once_the_receive_loop_stops_ticking(state: HealthState) -> Non
     assert state.live()[0]
 
 
-def test_liveness_does_not_depend_on_readiness(state: HealthState, gate: SystemicGate) -> None:
+def test_liveness_does_not_depend_on_readiness(state: HealthState, gate: SystemicPause) -> None:
     gate.pause(Task(), "AccessDeniedException", "no permission")
     for _ in range(RECEIVE_FAILURES_UNREADY):
         state.receive_failed("EndpointConnectionError")
@@ -291,7 +291,7 @@ async def test_readyz_is_200_when_ready(base_url: str) -> None:
 
 
 async def test_readyz_is_503_with_the_reason_while_paused(
-    base_url: str, gate: SystemicGate
+    base_url: str, gate: SystemicPause
 ) -> None:
     gate.pause(Task(), "ExpiredTokenException", "token expired")
     status, body = await get_json(f"{base_url}/readyz")

@@ -7,11 +7,10 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from worker import awsmodel
-from worker.local.emulator_quota import Quotas
-from worker.local.emulator_sigv4 import Caller
-from worker.local.emulator_state import Pool, Store, User
-from worker.local.emulator_wire import (
+from feedback_local.emulator_quota import Quotas
+from feedback_local.emulator_sigv4 import Caller
+from feedback_local.emulator_state import Pool, Store, User
+from feedback_local.emulator_wire import (
     ADDON_NOT_ENABLED,
     INVALID_PARAMETER,
     RESOURCE_NOT_FOUND,
@@ -20,6 +19,7 @@ from worker.local.emulator_wire import (
     USER_NOT_FOUND,
     ApiError,
 )
+from worker import awsmodel
 
 LIST_PAGE_DEFAULT = 60  # AdminListUserAuthEvents: "Returns 60 events if MaxResults is 0 or absent"
 _TOKEN_SEPARATOR = "\x1f"  # noqa: S105 - a delimiter, not a secret

@@ -32,7 +32,7 @@ def _path(name: str, pool: str | None = None) -> str:
 class EmulatorControl:
     """Blocking control client, for fixtures, the local stack and benchmarks.
 
-    ``seed`` merges pools/users/events (see ``worker.local.emulator_state`` for the shape);
+    ``seed`` merges pools/users/events (see ``feedback_local.emulator_state`` for the shape);
     ``configure`` applies a partial config and returns the whole of it; ``reset`` restores the
     start-up config and clears stats (and data with ``clear_data=True``).
     """

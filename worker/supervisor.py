@@ -18,14 +18,16 @@ import structlog
 from anyio.abc import TaskGroup
 
 from worker import exitcodes
-from worker.batching import Batcher
 from worker.clients import Clients
+from worker.cognito import CognitoCaller
 from worker.config import Settings
-from worker.gate import SystemicGate
 from worker.handler import Handler
 from worker.health import HealthState, start_server
 from worker.leases import Leases
 from worker.receiver import Receiver
+from worker.settle import Settler
+from worker.sqs_batches import SqsBatcher
+from worker.systemic_pause import SystemicPause
 
 log = structlog.get_logger()
 
@@ -34,18 +36,18 @@ LIVENESS_GRACE_S = 60.0
 VISIBILITY_LINGER_S = 0.05
 
 
-class Service:
-    """One worker process's parts, wired together."""
+class Supervisor:
+    """One worker process's parts, wired together, and its start and two-phase shutdown."""
 
     def __init__(self, settings: Settings, clients: Clients, sqs: Any) -> None:
         self.settings = settings
-        self.gate = SystemicGate()
+        self.pause = SystemicPause()
         self.leases = Leases(settings.visibility_timeout_s)
         queue_url = settings.queue_url
-        self.deleter = Batcher(
+        self.deleter = SqsBatcher(
             "delete", lambda entries: sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
         )
-        self.visibility = Batcher(
+        self.visibility = SqsBatcher(
             "change_visibility",
             lambda entries: sqs.change_message_visibility_batch(
                 QueueUrl=queue_url, Entries=entries
@@ -53,15 +55,19 @@ class Service:
             # Releases on shutdown and extensions should not wait long.
             linger_s=VISIBILITY_LINGER_S,
         )
-        self.handler = Handler(
-            settings, clients, self.leases, self.deleter, self.visibility, self.gate
-        )
+        cognito = CognitoCaller(settings, clients)
+        settler = Settler(settings, clients, self.leases, self.deleter, self.visibility)
+        # Messages held here, received and not yet settled: bounded prefetch.
+        held = anyio.Semaphore(settings.max_held)
+        self.handler = Handler(settings, cognito, settler, self.leases, held, self.pause)
         self.health = HealthState(
             liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S,
-            gate=self.gate,
-            regions_down=self.handler.regions_down,
+            pause=self.pause,
+            regions_down=cognito.regions_down,
         )
-        self.receiver = Receiver(self.handler, self.health)
+        self.receiver = Receiver(
+            settings, clients, self.handler, self.leases, held, self.pause, self.health
+        )
         self.started_at = time.monotonic()
 
     async def run(self) -> int:
@@ -90,7 +96,7 @@ class Service:
         return exitcodes.OK
 
     async def _wait_for_batchers(self) -> None:
-        # Batcher.run returns once closed and flushed; only then may the infra group go.
+        # SqsBatcher.run returns once closed and flushed; only then may the infra group go.
         await self.deleter.finished.wait()
         await self.visibility.finished.wait()
 
@@ -116,15 +122,15 @@ class Service:
 
     async def _enforce_deadline(self) -> None:
         await anyio.sleep(self.settings.shutdown_timeout_s)
-        if self.handler.tasks:
-            log.warning("worker.shutdown_deadline", abandoning_calls=len(self.handler.tasks))
+        if self.handler.in_progress:
+            log.warning("worker.shutdown_deadline", abandoning_calls=self.handler.in_progress)
         self.handler.stop_all()
         # A long poll still in progress is abandoned too.
         self.receiver.abandon()
 
     def _log_summary(self) -> None:
         elapsed = time.monotonic() - self.started_at
-        tally = dict(self.handler.tally)
+        tally = {str(settlement): count for settlement, count in self.handler.tally.items()}
         applied = tally.get("applied", 0)
         log.info(
             "worker.stopped",
@@ -139,7 +145,7 @@ async def serve(settings: Settings) -> int:
     async with AsyncExitStack() as stack:
         clients = Clients(stack, cognito_connections=settings.concurrency)
         sqs = await clients.sqs()
-        service = Service(settings, clients, sqs)
+        service = Supervisor(settings, clients, sqs)
         if settings.metrics_port:
             runner = await start_server(
                 service.health, settings.metrics_bind, settings.metrics_port

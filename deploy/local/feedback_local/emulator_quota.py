@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.local.emulator_config import EmulatorConfig
-from worker.local.emulator_wire import THROTTLE_OUTCOMES
+from feedback_local.emulator_config import EmulatorConfig
+from feedback_local.emulator_wire import THROTTLE_OUTCOMES
 
 DEFAULT_STATS_WINDOW_S = 120
 # Idle per-user buckets are refilled anyway: forget them once there are this many.

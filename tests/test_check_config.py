@@ -10,9 +10,10 @@ import botocore.exceptions
 import pytest
 from types_aiobotocore_sqs.client import SQSClient
 
+from feedback_local.stack import LocalStack, QueuePair
 from worker.config import Settings
-from worker.local.stack import LocalStack, QueuePair
-from worker.preflight import describe_error, inspect_aws
+from worker.ops.aws_calls import describe_error
+from worker.ops.check_config import inspect_aws
 
 
 def settings_for(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.outage import DOWN_AFTER_FAILURES, RegionHealth
 from worker.outcome import SUCCESS, Kind, Outcome
+from worker.region_health import DOWN_AFTER_FAILURES, RegionHealth
 
 FAILURE = Outcome(Kind.TRANSIENT, "EndpointConnectionError", "connection refused")
 THROTTLE = Outcome(Kind.THROTTLED, "TooManyRequestsException", "")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aioboto3
 import anyio
 
-from worker.preflight import AWS_CALL_ERRORS, describe_error
+from worker.ops.aws_calls import AWS_CALL_ERRORS, describe_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     )
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-# The attributes the worker adds when it dead-letters a message (see worker.handler).
+# The attributes the worker adds when it dead-letters a message (see worker.settle).
 DEAD_LETTER_ATTRIBUTES = frozenset(
     {"ErrorCode", "ErrorMessage", "SourceMessageId", "Attempts", "FailedAt"}
 )
@@ -34,7 +37,6 @@ SQS_BATCH_LIMIT = 10
 # A short long poll: a zero-wait receive samples only some SQS servers and may come back
 # empty while messages remain.
 RECEIVE_WAIT_S = 1
-IDENTITY = "in use here"  # how errors name the caller: this tool does not ask STS
 _SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["MessageGroupId"]
 
 
@@ -127,7 +129,6 @@ async def queue_attributes(
                 action="sqs:GetQueueAttributes",
                 resource=url,
                 endpoint=sqs.meta.endpoint_url,
-                identity=IDENTITY,
             )
         ) from exc
     return {str(name): value for name, value in response.get("Attributes", {}).items()}
@@ -135,3 +136,12 @@ async def queue_attributes(
 
 async def queue_arn(sqs: SQSClient, url: str) -> str:
     return (await queue_attributes(sqs, url, ["QueueArn"]))["QueueArn"]
+
+
+@dataclass(frozen=True)
+class DlqClients:
+    """What a DLQ command works with: the session, an exit stack for more clients, and SQS."""
+
+    session: aioboto3.Session
+    stack: AsyncExitStack
+    sqs: SQSClient

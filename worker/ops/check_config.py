@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import aioboto3
 import anyio
 import botocore.exceptions
-from aiohttp import ClientError as AiohttpClientError
 from botocore.config import Config
 
 from worker.config import Settings
+from worker.ops.aws_calls import AWS_CALL_ERRORS, NO_REGION, describe_error, is_aws_endpoint
+from worker.outcome import NETWORK_ERRORS
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -33,8 +33,6 @@ PREFLIGHT_CONFIG = Config(
 )
 STS_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=5)
 STS_TIMEOUT_S = 8.0
-NO_REGION = "no AWS region is set (AWS_REGION, AWS_DEFAULT_REGION or the profile's region)"
-_AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 _SHOWN_KEY_CHARS = 4
 _QUEUE_ATTRIBUTES: list[QueueAttributeFilterType] = [
     "QueueArn",
@@ -44,78 +42,6 @@ _QUEUE_ATTRIBUTES: list[QueueAttributeFilterType] = [
     "FifoQueue",
     "ApproximateNumberOfMessages",
 ]
-
-NON_EXISTENT_QUEUE_CODES = frozenset(
-    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
-)
-ACCESS_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "AuthorizationError", "KMS.AccessDeniedException"}
-)
-REFUSED_CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "SignatureDoesNotMatch",
-        "InvalidSignatureException",
-        "IncompleteSignature",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "RequestExpired",
-        "MissingAuthenticationToken",
-        "MissingAuthenticationTokenException",
-    }
-)
-_CREDENTIAL_ERRORS = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.ProfileNotFound,
-)
-_NETWORK_ERRORS = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionError,
-    botocore.exceptions.HTTPClientError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectTimeoutError,
-    AiohttpClientError,
-    OSError,
-)
-# What an AWS call may raise that describe_error can put in plain words.
-AWS_CALL_ERRORS = (
-    botocore.exceptions.ClientError,
-    botocore.exceptions.BotoCoreError,
-    AiohttpClientError,
-    OSError,
-)
-
-
-def describe_error(
-    exc: BaseException, *, action: str, resource: str, endpoint: str, identity: str
-) -> str:
-    """An AWS call's failure in plain words: what could not be done, and the likely reason."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or "")
-        if code in NON_EXISTENT_QUEUE_CODES or error.get("QueryErrorCode") == "QueueDoesNotExist":
-            return f"queue {resource} does not exist (check its URL, account and region)"
-        if code in ACCESS_DENIED_CODES:
-            return f"the identity {identity} may not call {action} on {resource}"
-        if code in REFUSED_CREDENTIAL_CODES:
-            return f"{endpoint} refused the credentials of {identity} ({code}: {message})"
-        return f"{action} on {resource} failed: {code or 'error'}: {message}"
-    if isinstance(exc, botocore.exceptions.NoRegionError):
-        return NO_REGION
-    if isinstance(exc, _CREDENTIAL_ERRORS):
-        return f"no usable AWS credentials: {exc}"
-    if isinstance(exc, _NETWORK_ERRORS):
-        return f"cannot reach endpoint {endpoint}: {exc}"
-    return f"{action} on {resource} failed: {type(exc).__name__}: {exc}"
-
-
-def is_aws_endpoint(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host.endswith(_AWS_DOMAINS)
 
 
 @dataclass
@@ -208,7 +134,7 @@ async def _queue_attributes(
                 identity=identity,
             )
         )
-        if isinstance(exc, _NETWORK_ERRORS):
+        if isinstance(exc, NETWORK_ERRORS):
             raise _Unreachable(endpoint) from None
         return None
     return {str(name): value for name, value in response.get("Attributes", {}).items()}

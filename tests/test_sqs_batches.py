@@ -1,4 +1,4 @@
-"""Batcher: single entries gathered into SQS batch calls, each caller told its own result.
+"""SqsBatcher: single entries gathered into SQS batch calls, each caller told its own result.
 
 The SQS call is a plain async function standing in for DeleteMessageBatch: it records what it
 was sent and answers the way SQS does (``Successful`` / ``Failed`` per entry).
@@ -13,13 +13,9 @@ import anyio
 import botocore.exceptions
 import pytest
 
-from worker import backoff, batching
-from worker.batching import (
-    BATCH_CALL_ATTEMPTS,
-    SQS_BATCH_LIMIT,
-    BatchEntryFailed,
-    Batcher,
-)
+from worker import backoff, sqs_batches
+from worker.errors import BatchEntryFailed
+from worker.sqs_batches import BATCH_CALL_ATTEMPTS, SQS_BATCH_LIMIT, SqsBatcher
 
 DEADLOCK_GUARD_S = 10.0
 # Long enough that only a full batch or close() can flush: batches become deterministic.
@@ -69,7 +65,7 @@ def internal_error() -> botocore.exceptions.ClientError:
 
 @pytest.fixture
 def no_linger_flush(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batching, "DEFAULT_LINGER_S", NO_LINGER_FLUSH_S)
+    monkeypatch.setattr(sqs_batches, "DEFAULT_LINGER_S", NO_LINGER_FLUSH_S)
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backoff, "full_jitter", lambda *_args, **_kwargs: 0.0)
 
 
-async def submit_all(batcher: Batcher, handles: list[str]) -> dict[str, BaseException | None]:
+async def submit_all(batcher: SqsBatcher, handles: list[str]) -> dict[str, BaseException | None]:
     """Submit one entry per handle concurrently; return each one's result (None: accepted)."""
     results: dict[str, BaseException | None] = {}
 
@@ -98,8 +94,8 @@ async def submit_all(batcher: Batcher, handles: list[str]) -> dict[str, BaseExce
 async def run_batcher(
     sqs: FakeSqs, handles: list[str], *, close_when_queued: bool = False
 ) -> dict[str, BaseException | None]:
-    """Run a Batcher, submit `handles` together, then close it; return per-entry results."""
-    batcher = Batcher("delete", sqs)
+    """Run a SqsBatcher, submit `handles` together, then close it; return per-entry results."""
+    batcher = SqsBatcher("delete", sqs)
     results: dict[str, BaseException | None] = {}
 
     async def submit_then_close() -> None:
@@ -153,7 +149,7 @@ async def test_entries_submitted_together_share_calls() -> None:
 
 async def test_an_idle_batcher_flushes_a_lone_entry_without_waiting_for_company() -> None:
     sqs = FakeSqs()
-    batcher = Batcher("delete", sqs)
+    batcher = SqsBatcher("delete", sqs)
     with anyio.fail_after(DEADLOCK_GUARD_S):
         async with anyio.create_task_group() as tg:
             await tg.start(batcher.run)
@@ -222,7 +218,7 @@ async def test_close_flushes_what_is_held_and_run_returns() -> None:
 
 async def test_closing_an_empty_batcher_returns_without_a_call() -> None:
     sqs = FakeSqs()
-    batcher = Batcher("delete", sqs)
+    batcher = SqsBatcher("delete", sqs)
     with anyio.fail_after(DEADLOCK_GUARD_S):
         async with anyio.create_task_group() as tg:
             await tg.start(batcher.run)
@@ -242,7 +238,7 @@ async def test_a_shutdown_during_a_flush_does_not_cut_the_call_short() -> None:
         completed.append(entries)
         return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
 
-    batcher = Batcher("delete", slow_sqs)
+    batcher = SqsBatcher("delete", slow_sqs)
 
     async def submit() -> None:
         await batcher.submit({"ReceiptHandle": "rh-1"})

@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker import backoff
-from worker.errors import TransientError
+from worker.errors import BatchEntryFailed
 from worker.outcome import classify_exception
 
 log = structlog.get_logger()
@@ -36,16 +36,6 @@ FLUSHES_IN_FLIGHT = 4
 SendBatch = Callable[[list[dict[str, Any]]], Awaitable[Any]]
 
 
-class BatchEntryFailed(TransientError):
-    """SQS refused this entry of a batch (or the whole call failed after retries)."""
-
-    def __init__(self, code: str, message: str, *, sender_fault: bool) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.sender_fault = sender_fault
-
-
 class _Pending:
     __slots__ = ("done", "entry", "error")
 
@@ -55,7 +45,7 @@ class _Pending:
         self.error: BatchEntryFailed | None = None
 
 
-class Batcher:
+class SqsBatcher:
     """Gathers single entries into SQS batch calls; run `run()` in the service's task group."""
 
     def __init__(self, name: str, send_batch: SendBatch, *, linger_s: float | None = None) -> None:

@@ -134,20 +134,14 @@ def _strip_line(line_no: int, line: str | bytes) -> str | bytes:
     return line.removeprefix(_BOM_BYTES) if line_no == 1 else line
 
 
+@dataclass(frozen=True)
 class _Sender:
     """Sends batches, retrying what SQS did not take through no fault of ours."""
 
-    def __init__(
-        self,
-        sqs: SQSClient,
-        queue_url: str,
-        report: EnqueueReport,
-        attempts: int,
-    ) -> None:
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._report = report
-        self._attempts = attempts
+    sqs: SQSClient
+    queue_url: str
+    report: EnqueueReport
+    attempts: int
 
     async def drain(self, batches: MemoryObjectReceiveStream[list[_Entry]]) -> None:
         async with batches:
@@ -156,7 +150,7 @@ class _Sender:
 
     async def _send(self, batch: list[_Entry]) -> None:
         pending = batch
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self.attempts + 1):
             if attempt > 1:
                 await anyio.sleep(
                     backoff.full_jitter(
@@ -166,13 +160,13 @@ class _Sender:
             pending = await self._send_once(pending)
             if not pending:
                 return
-        self._report.failed.extend(Problem(e.line_no, *e.last_error) for e in pending)
+        self.report.failed.extend(Problem(e.line_no, *e.last_error) for e in pending)
 
     async def _send_once(self, batch: list[_Entry]) -> list[_Entry]:
         """Send `batch` once; the entries worth another try."""
         try:
-            response = await self._sqs.send_message_batch(
-                QueueUrl=self._queue_url, Entries=[e.request for e in batch]
+            response = await self.sqs.send_message_batch(
+                QueueUrl=self.queue_url, Entries=[e.request for e in batch]
             )
         except _CALL_ERRORS as exc:
             outcome = classify_exception(exc)
@@ -180,12 +174,12 @@ class _Sender:
                 entry.last_error = (outcome.code, outcome.message)
             if _call_retryable(exc, outcome.kind):
                 return batch
-            self._report.aborted = f"{outcome.code}: {outcome.message}"
-            self._report.failed.extend(
+            self.report.aborted = f"{outcome.code}: {outcome.message}"
+            self.report.failed.extend(
                 Problem(e.line_no, outcome.code, outcome.message) for e in batch
             )
             return []
-        self._report.sent += len(response.get("Successful", []))
+        self.report.sent += len(response.get("Successful", []))
         by_id = {e.request["Id"]: e for e in batch}
         retry: list[_Entry] = []
         for failure in response.get("Failed", []):
@@ -193,7 +187,7 @@ class _Sender:
                 continue
             code, message = failure["Code"], failure.get("Message", "")
             if failure["SenderFault"]:
-                self._report.failed.append(Problem(refused.line_no, code, message))
+                self.report.failed.append(Problem(refused.line_no, code, message))
             else:
                 refused.last_error = (code, message)
                 retry.append(refused)

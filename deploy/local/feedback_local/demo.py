@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from worker.local.stack import LocalStack, QueuePair
+from feedback_local.stack import LocalStack, QueuePair
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
 USERS_PER_POOL = 40

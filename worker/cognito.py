@@ -1,0 +1,132 @@
+"""Calling Cognito: one AdminUpdateAuthEventFeedback call, paced, bounded and classified.
+
+This module owns everything a call needs besides the verdict: the client signed for the
+pool's region (worker.clients), the spacing of calls to one user and the adaptive rate of each
+region (worker.pacing), the bound on calls in flight, and each region's health
+(worker.region_health). The handler asks for `call(verdict)` and gets an Outcome back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from worker import metrics
+from worker.clients import Clients
+from worker.config import Settings
+from worker.contract import Verdict
+from worker.outcome import SUCCESS, Kind, Outcome, classify_exception
+from worker.pacing import AdaptiveRate, KeyedSpacing, Pacer
+from worker.region_health import RegionHealth
+
+log = structlog.get_logger()
+
+
+@dataclass(slots=True)
+class _Region:
+    """What the worker knows of one region's Cognito endpoint."""
+
+    rate: AdaptiveRate
+    pacer: Pacer
+    health: RegionHealth
+
+
+class CognitoCaller:
+    """Paces and makes feedback calls; one per worker process."""
+
+    def __init__(self, settings: Settings, clients: Clients) -> None:
+        self._settings = settings
+        self._clients = clients
+        self._users = KeyedSpacing(settings.user_rate_limit)
+        self._calls = anyio.CapacityLimiter(settings.concurrency)
+        self._regions: dict[str, _Region] = {}
+
+    async def call(
+        self,
+        verdict: Verdict,
+        *,
+        may_call: Callable[[], bool],
+        on_call: Callable[[], None],
+    ) -> Outcome | None:
+        """Wait for the user's spacing, the region's pace and a call slot, then call.
+
+        `may_call` is asked once the slot is held, with no checkpoint before the call; None
+        means it said no and nothing was sent. `on_call` marks the moment the call starts.
+        """
+        region = self._region(verdict.region)
+        user = (verdict.user_pool_id, verdict.username)
+        # Wait for the user before taking a region slot, so a busy user does not hold one.
+        await self._users.wait(user)
+        await region.pacer.acquire()
+        async with self._calls:
+            # Another call to this user may have started meanwhile: wait and mark with no
+            # checkpoint in between, so two calls to one user are never closer than allowed.
+            await self._users.wait(user)
+            if not may_call():
+                return None
+            on_call()
+            self._users.mark(user)
+            started = time.monotonic()
+            outcome = await self._send(verdict)
+        self._adapt(verdict.region, region.rate, outcome, started)
+        region.health.record(outcome)
+        return outcome
+
+    def region_down(self, region: str) -> bool:
+        known = self._regions.get(region)
+        return known is not None and known.health.down
+
+    def regions_down(self) -> list[str]:
+        """'region: last error' for each region whose calls all fail (for readiness)."""
+        return [
+            f"{name}: {known.health.last_error}"
+            for name, known in self._regions.items()
+            if known.health.down
+        ]
+
+    def _region(self, name: str) -> _Region:
+        known = self._regions.get(name)
+        if known is None:
+            rate = AdaptiveRate(self._settings.rate_limit)
+            known = self._regions[name] = _Region(rate, Pacer(rate), RegionHealth(name))
+            metrics.ALLOWED_RATE.labels(name).set(rate.rate)
+        return known
+
+    async def _send(self, verdict: Verdict) -> Outcome:
+        metrics.IN_FLIGHT.inc()
+        started = time.monotonic()
+        try:
+            client = await self._clients.cognito(verdict.region)
+            await client.admin_update_auth_event_feedback(
+                UserPoolId=verdict.user_pool_id,
+                Username=verdict.username,
+                EventId=verdict.event_id,
+                FeedbackValue=verdict.feedback_value,  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            outcome = classify_exception(exc)
+            metrics.COGNITO_ERRORS.labels(outcome.code).inc()
+            return outcome
+        else:
+            return SUCCESS
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.CALL_LATENCY.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _adapt(region: str, rate: AdaptiveRate, outcome: Outcome, call_started: float) -> None:
+        if outcome.kind is Kind.SUCCESS:
+            rate.on_success()
+        elif outcome.kind is Kind.THROTTLED:
+            metrics.THROTTLES.labels(region).inc()
+            rate.on_throttle(call_started)
+        else:
+            return
+        metrics.ALLOWED_RATE.labels(region).set(rate.rate)
+        reported = rate.take_report()
+        if reported is not None:
+            log.info("rate.changed", region=region, allowed_per_s=round(reported, 2))

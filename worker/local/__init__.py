@@ -1,1 +1,0 @@
-"""Local stand-ins for AWS: moto's SQS server and a Cognito threat-protection emulator."""
