@@ -20,11 +20,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from tests.bench import aws, workload
-from tests.bench.procs import MeasuredProcess, Usage
 from tests.bench.proxy import CountingProxy
 from tests.bench.scenarios import BOTO3, SQS_CONSUMER, WORKER, Scenario
 from tests.bench.sqs_server import FauxqsServer, LatencyProbe, probe_latency
 from tests.bench.toolchain import Toolchain
+from tests.support.worker_process import Usage, WorkerProcess
 from worker.local.stack import LocalStack, QueuePair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,12 +194,12 @@ class Bench:
         argv, cwd = self._consumer_argv(consumer)
         replicas = scenario.replicas if consumer == WORKER else 1
         procs = [
-            MeasuredProcess(
-                f"{consumer}-{i}",
+            WorkerProcess(
+                env,
                 argv,
-                env=env,
                 log_path=logs / f"{tag}-{consumer}-{i}.log",
                 cwd=cwd,
+                name=f"{consumer}-{i}",
             )
             for i in range(replicas)
         ]
@@ -210,9 +210,9 @@ class Bench:
         try:
             watch = await self._monitor(scenario, consumer, procs, queues, pools, messages)
         finally:
-            usages = [proc.stop() for proc in procs]
+            usages = [await proc.stop() for proc in procs]
             if neighbour is not None:
-                neighbour.stop()
+                await neighbour.stop()
         ended_at = time.time()
         applied_at_end = self._applied(pools, shared_quota)
         stats = stack.emulator.stats()
@@ -252,12 +252,12 @@ class Bench:
         env: dict[str, str],
         log_prefix: Path,
         result_path: Path,
-    ) -> MeasuredProcess:
+    ) -> WorkerProcess:
         stack, _ = self._started()
         events_path = log_prefix.with_name(f"{log_prefix.name}-neighbour-events.json")
         events_path.write_text(json.dumps(events))
-        neighbour = MeasuredProcess(
-            "neighbour",
+        return WorkerProcess(
+            env,
             [
                 sys.executable, "-m", "tests.bench.neighbour",
                 "--endpoint", stack.cognito_endpoint,
@@ -267,12 +267,10 @@ class Bench:
                 "--events", str(events_path),
                 "--result", str(result_path),
             ],
-            env=env,
             log_path=log_prefix.with_name(f"{log_prefix.name}-neighbour.log"),
             cwd=REPO,
-        )  # fmt: skip
-        neighbour.start()
-        return neighbour
+            name="neighbour",
+        ).start()  # fmt: skip
 
     def _applied(self, pools: tuple[str, ...], shared_quota: bool) -> int:
         """Verdicts the consumer has applied so far."""
@@ -290,7 +288,7 @@ class Bench:
         self,
         scenario: Scenario,
         consumer: str,
-        procs: list[MeasuredProcess],
+        procs: list[WorkerProcess],
         queues: QueuePair,
         pools: tuple[str, ...],
         messages: int,
@@ -318,7 +316,8 @@ class Bench:
                     receives >= len(procs) or now - started > BASELINE_FALLBACK_S
                 ):
                     live = [p for p, gone in zip(procs, exited, strict=True) if not gone]
-                    watch.cpu_base_s = sum(p.cpu_s() for p in live)
+                    samples = [p.sample() for p in live]
+                    watch.cpu_base_s = sum(s.cpu_s for s in samples if s is not None)
                     watch.applied_at_base = self._applied(pools, shared_quota)
                 if now >= next_check:
                     next_check = now + STATS_EVERY_S

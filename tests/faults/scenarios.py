@@ -119,7 +119,7 @@ async def sigkill(h: Harness, p: Profile) -> ScenarioResult:
         recoveries = []
         for _ in range(p.kills):
             await anyio.sleep(run.rng.uniform(0.3, 3.0))
-            await run.worker.kill()
+            run.worker.kill()
             if pending:
                 await run.send_rounds([pending.pop(0)])
             restarted = time.monotonic()

@@ -1,0 +1,78 @@
+"""Verdicts into a queue, and what became of them: the DLQ, the queue's depth, the writes the
+Cognito emulator applied."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from types_aiobotocore_sqs.client import SQSClient
+
+
+async def send_bodies(sqs: SQSClient, queue_url: str, bodies: list[str]) -> list[str]:
+    """Send each body (batches of ten); returns the message ids in order."""
+    ids: list[str] = []
+    for start in range(0, len(bodies), 10):
+        chunk = bodies[start : start + 10]
+        response = await sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)],
+        )
+        assert not response.get("Failed"), response.get("Failed")
+        by_id = {int(e["Id"]): e["MessageId"] for e in response["Successful"]}
+        ids += [by_id[i] for i in range(len(chunk))]
+    return ids
+
+
+async def drain_dlq(sqs: SQSClient, dlq_url: str) -> list[dict[str, Any]]:
+    """Every message in the DLQ (received with a long visibility so none repeats)."""
+    seen: dict[str, dict[str, Any]] = {}
+    empty_reads = 0
+    while empty_reads < 2:
+        response = await sqs.receive_message(
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=300,
+            WaitTimeSeconds=0,
+        )
+        fresh = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
+        if not fresh:
+            empty_reads += 1
+            continue
+        for message in fresh:
+            seen[message["MessageId"]] = dict(message)
+    return list(seen.values())
+
+
+def error_code(dlq_message: Mapping[str, Any]) -> str:
+    return str(dlq_message.get("MessageAttributes", {}).get("ErrorCode", {}).get("StringValue"))
+
+
+async def queue_counts(sqs: SQSClient, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) as the queue reports them."""
+    response = await sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = response["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def verdict(pool: str, user: str, event: str, value: str = "Valid") -> str:
+    return json.dumps(
+        {"UserPoolId": pool, "Username": user, "EventId": event, "FeedbackValue": value}
+    )
+
+
+def applied(writes: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(username, event id) → current feedback value, for events written at least once."""
+    return {
+        (row["username"], row["event_id"]): row["feedback_value"]
+        for row in writes["events"]
+        if row["writes"] > 0
+    }
