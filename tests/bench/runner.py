@@ -20,10 +20,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from tests.bench import aws, workload
-from tests.bench.proxy import CountingProxy
 from tests.bench.scenarios import BOTO3, SQS_CONSUMER, WORKER, Scenario
 from tests.bench.sqs_server import FauxqsServer, LatencyProbe, probe_latency
 from tests.bench.toolchain import Toolchain
+from tests.support.tcp_proxy import ProxyThread, TcpProxy
 from tests.support.worker_process import Usage, WorkerProcess
 from worker.local.stack import LocalStack, QueuePair
 
@@ -88,13 +88,16 @@ class Bench:
         self.out_dir = out_dir
         self.worker_argv = list(worker_argv)
         self.fauxqs = FauxqsServer(tools.node, tools.node_dir, out_dir / "logs" / "fauxqs.log")
-        self.proxy: CountingProxy | None = None
+        self.proxy_thread: ProxyThread | None = None
+        self.proxy: TcpProxy | None = None
         self.stack: LocalStack | None = None
 
     def __enter__(self) -> Self:
         try:
             self.fauxqs.start()
-            self.proxy = CountingProxy(*self.fauxqs.host_port).start()
+            host, port = self.fauxqs.host_port
+            self.proxy_thread = ProxyThread(TcpProxy(f"{host}:{port}", name="sqs"))
+            self.proxy = self.proxy_thread.start()
             self.stack = LocalStack(
                 sqs_endpoint=self.proxy.url,
                 emulator_args=["--stats-window-s", str(STATS_WINDOW_S)],
@@ -115,11 +118,11 @@ class Bench:
     def close(self) -> None:
         if self.stack is not None:
             self.stack.stop()
-        if self.proxy is not None:
-            self.proxy.stop()
+        if self.proxy_thread is not None:
+            self.proxy_thread.stop()
         self.fauxqs.stop()
 
-    def _started(self) -> tuple[LocalStack, CountingProxy]:
+    def _started(self) -> tuple[LocalStack, TcpProxy]:
         assert self.stack is not None, "use Bench as a context manager"
         assert self.proxy is not None
         return self.stack, self.proxy
@@ -178,7 +181,7 @@ class Bench:
         pools = tuple(sorted({v.pool_id for v in verdicts}))
         queues = stack.create_queues(f"bench-{tag}")
         sent_at = await workload.enqueue(self.fauxqs.url, queues.url, verdicts)
-        proxy.reset()
+        proxy.reset_operations()
         env = self._child_env(queues)
         if consumer == WORKER:
             env |= {
@@ -238,7 +241,7 @@ class Bench:
             writes=writes,
             dead_lettered=dlq_visible + dlq_in_flight,
             left_in_queue=visible + in_flight,
-            sqs_requests=proxy.reset(),
+            sqs_requests=proxy.reset_operations(),
             exited_by_itself=watch.exited_by_itself,
             timed_out=watch.timed_out,
             stalled=watch.stalled,
@@ -311,7 +314,7 @@ class Bench:
                 if all(exited):
                     watch.exited_by_itself = True
                     break
-                receives = proxy.counts().get("ReceiveMessage", 0)
+                receives = proxy.operations().get("ReceiveMessage", 0)
                 if watch.cpu_base_s is None and (
                     receives >= len(procs) or now - started > BASELINE_FALLBACK_S
                 ):

@@ -33,9 +33,9 @@ from tests.faults.checker import (
     queue_depth,
     read_dlq,
 )
-from tests.faults.proxy import FaultProxy
 from tests.faults.workload import Planned, Universe
 from tests.support.ports import free_port
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_process import WorkerProcess
 from worker.local.stack import AsyncEmulatorControl, LocalStack, QueuePair
 
@@ -102,8 +102,8 @@ class Harness:
         self.stack = stack
         self.workdir = workdir
         self._exit = contextlib.AsyncExitStack()
-        self.sqs_proxy = FaultProxy(urlparse(stack.sqs_endpoint).netloc, name="sqs")
-        self.cognito_proxy = FaultProxy(urlparse(stack.cognito_endpoint).netloc, name="cognito")
+        self.sqs_proxy = TcpProxy(urlparse(stack.sqs_endpoint).netloc, name="sqs")
+        self.cognito_proxy = TcpProxy(urlparse(stack.cognito_endpoint).netloc, name="cognito")
         self._sqs: SQSClient | None = None
         self._emulator: AsyncEmulatorControl | None = None
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import anyio
 
 from tests.faults.harness import Harness, Run, RunSettings
-from tests.faults.proxy import Mode
 from tests.faults.scenarios import RECOVERY_TIMEOUT_S, ScenarioResult
 from tests.faults.workload import (
     INVALID,
@@ -27,6 +26,7 @@ from tests.faults.workload import (
     unknown_targets,
     verdict_body,
 )
+from tests.support.tcp_proxy import Mode
 from tests.support.worker_process import Sample
 
 DEFAULT_SOAK_MINUTES = 30.0
