@@ -307,9 +307,13 @@ async def test_the_control_endpoint_switches_modes_and_reports_counters(
             payload = {"mode": "delay", "delay_s": 0.05, "cut": False}
             async with session.post(f"{base}/proxies/echo", json=payload) as resp:
                 assert resp.status == 200
+            assert await _round_trip(proxy, _call("ReceiveMessage")) == _call("ReceiveMessage")
             async with session.get(f"{base}/proxies") as resp:
+                assert resp.status == 200
                 listed = await resp.json()
         assert listed["echo"]["fault"] == {"mode": "delay", "delay_s": 0.05, "drop_after_s": 10.0}
         assert listed["echo"]["address"] == proxy.address
+        assert listed["echo"]["stats"]["accepted"] == {"delay": 1}
+        assert listed["echo"]["operations"] == {"ReceiveMessage": 1}
     finally:
         await runner.cleanup()
