@@ -17,7 +17,7 @@ from tests.support.messages import (
     applied,
     drain_dlq,
     error_code,
-    queue_counts,
+    queue_depth,
     send_bodies,
     verdict,
 )
@@ -99,7 +99,7 @@ async def test_every_kind_of_outcome_ends_in_its_place_with_the_body_intact(
     }
     dead = {m["Body"]: error_code(m) for m in await drain_dlq(sqs_client, queues.dlq_url)}
     assert dead == {body: str(code) for body, code in expected.items() if code != "applied"}
-    assert await queue_counts(sqs_client, queues.url) == (0, 0)
+    assert await queue_depth(sqs_client, queues.url) == (0, 0)
     # And bodies that fail validation never reached Cognito
     assert emulator.stats()["calls"] == 6
 
@@ -282,7 +282,7 @@ async def test_sigterm_mid_run_exits_in_time_and_leaves_nothing_invisible(
     # Then it exits 0 within the shutdown timeout (plus one short poll), with nothing in flight
     with anyio.fail_after(5 + 1 + 4):
         assert await process.wait(15) == 0
-    assert await queue_counts(sqs_client, queues.url) == (
+    assert await queue_depth(sqs_client, queues.url) == (
         40 - len(applied(emulator.writes(pool))),
         0,
     )
@@ -348,7 +348,7 @@ async def test_denied_credentials_dead_letter_nothing_and_the_worker_resumes_by_
         assert await drain_dlq(sqs_client, queues.dlq_url) == []
         # Only the probe message stays held; the rest went back to the queue
         with anyio.fail_after(10):
-            while (await queue_counts(sqs_client, queues.url))[1] > 1:
+            while (await queue_depth(sqs_client, queues.url))[1] > 1:
                 await anyio.sleep(0.2)
 
         # Then once access is restored it resumes by itself and applies everything

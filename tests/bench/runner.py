@@ -23,6 +23,7 @@ from tests.bench import aws, workload
 from tests.bench.scenarios import BOTO3, SQS_CONSUMER, WORKER, Scenario
 from tests.bench.sqs_server import FauxqsServer, LatencyProbe, probe_latency
 from tests.bench.toolchain import Toolchain
+from tests.support.messages import queue_depth
 from tests.support.tcp_proxy import ProxyThread, TcpProxy
 from tests.support.worker_process import Usage, WorkerProcess
 from worker.local.stack import LocalStack, QueuePair
@@ -221,8 +222,8 @@ class Bench:
         stats = stack.emulator.stats()
         writes = [row for pool in pools for row in stack.emulator.writes(pool)["events"]]
         async with aws.sqs_client(self.fauxqs.url) as sqs:
-            visible, in_flight = await aws.queue_depth(sqs, queues.url)
-            dlq_visible, dlq_in_flight = await aws.queue_depth(sqs, queues.dlq_url)
+            visible, in_flight = await queue_depth(sqs, queues.url)
+            dlq_visible, dlq_in_flight = await queue_depth(sqs, queues.dlq_url)
             for url in (queues.url, queues.dlq_url):
                 await sqs.delete_queue(QueueUrl=url)
         return CaseData(
@@ -324,7 +325,7 @@ class Bench:
                     watch.applied_at_base = self._applied(pools, shared_quota)
                 if now >= next_check:
                     next_check = now + STATS_EVERY_S
-                    dlq_visible, dlq_in_flight = await aws.queue_depth(sqs, queues.dlq_url)
+                    dlq_visible, dlq_in_flight = await queue_depth(sqs, queues.dlq_url)
                     settled = self._applied(pools, shared_quota) + dlq_visible + dlq_in_flight
                     if settled != last_settled:
                         last_settled, progress_at = settled, now

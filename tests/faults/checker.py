@@ -121,20 +121,6 @@ async def read_dlq(sqs: SQSClient, dlq_url: str) -> list[DlqCopy]:
     return list(copies.values())
 
 
-async def queue_depth(sqs: SQSClient, url: str) -> tuple[int, int]:
-    """(visible, in flight) approximate counts of a queue."""
-    attrs = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return (
-        int(attrs["ApproximateNumberOfMessages"]),
-        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-    )
-
-
 def events_from_writes(writes: dict[str, Any]) -> dict[Key, EventState]:
     """The emulator's ``/_emulator/writes`` answer, keyed by (pool, user, event)."""
     return {

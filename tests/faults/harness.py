@@ -30,10 +30,10 @@ from tests.faults.checker import (
     Tally,
     check,
     events_from_writes,
-    queue_depth,
     read_dlq,
 )
 from tests.faults.workload import Planned, Universe
+from tests.support.messages import queue_depth
 from tests.support.ports import free_port
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_process import WorkerProcess

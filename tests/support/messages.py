@@ -4,22 +4,25 @@ Cognito emulator applied."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from types_aiobotocore_sqs.client import SQSClient
 
+SQS_BATCH = 10  # the most one SendMessageBatch carries
 
-async def send_bodies(sqs: SQSClient, queue_url: str, bodies: list[str]) -> list[str]:
-    """Send each body (batches of ten); returns the message ids in order."""
+
+async def send_bodies(sqs: SQSClient, queue_url: str, bodies: Sequence[str]) -> list[str]:
+    """Send each body (batches of ten); returns the message ids in order, raises if any fails."""
     ids: list[str] = []
-    for start in range(0, len(bodies), 10):
-        chunk = bodies[start : start + 10]
+    for start in range(0, len(bodies), SQS_BATCH):
+        chunk = bodies[start : start + SQS_BATCH]
         response = await sqs.send_message_batch(
             QueueUrl=queue_url,
             Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)],
         )
-        assert not response.get("Failed"), response.get("Failed")
+        if failed := response.get("Failed"):
+            raise RuntimeError(f"SendMessageBatch failed for {len(failed)} entries: {failed[0]}")
         by_id = {int(e["Id"]): e["MessageId"] for e in response["Successful"]}
         ids += [by_id[i] for i in range(len(chunk))]
     return ids
@@ -50,16 +53,16 @@ def error_code(dlq_message: Mapping[str, Any]) -> str:
     return str(dlq_message.get("MessageAttributes", {}).get("ErrorCode", {}).get("StringValue"))
 
 
-async def queue_counts(sqs: SQSClient, queue_url: str) -> tuple[int, int]:
-    """(visible, in flight) as the queue reports them."""
+async def queue_depth(sqs: SQSClient, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue, as SQS approximates them."""
     response = await sqs.get_queue_attributes(
         QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
-    attributes = response["Attributes"]
+    attributes = response.get("Attributes", {})
     return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        int(attributes.get("ApproximateNumberOfMessages", "0")),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
     )
 
 
