@@ -59,6 +59,12 @@ def local_worker(stack: LocalStack, queues: QueuePair, *args: str, **env: str) -
     return WorkerProcess(TEST_WORKER_ENV | stack.env(queues) | env, worker_command(*args))
 
 
+def _temporary_log(name: str) -> Path:
+    fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+    os.close(fd)
+    return Path(path)
+
+
 @dataclass(frozen=True)
 class Sample:
     """Resource use of a running child at one moment."""
@@ -95,14 +101,13 @@ class WorkerProcess:
         self.name = name
         self.env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ} | dict(env)
         self.metrics_port = int(self.env.get("FEEDBACK_METRICS_PORT") or 0)
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.log_path = log_path or _temporary_log(name)
         self._argv = list(command or worker_command())
         self._cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
         self._started = 0.0
         self._peak_rss = 0
-        self.usage: Usage | None = None
-        """Set once the child has exited and been reaped."""
+        self.usage: Usage | None = None  # set once the child has exited and been reaped
 
     # -- the process ------------------------------------------------------------------------
 
