@@ -90,7 +90,6 @@ class Bench:
         self.worker_argv = list(worker_argv)
         self.fauxqs = FauxqsServer(tools.node, tools.node_dir, out_dir / "logs" / "fauxqs.log")
         self.proxy_thread: ProxyThread | None = None
-        self.proxy: TcpProxy | None = None
         self.stack: LocalStack | None = None
 
     def __enter__(self) -> Self:
@@ -98,9 +97,9 @@ class Bench:
             self.fauxqs.start()
             host, port = self.fauxqs.host_port
             self.proxy_thread = ProxyThread(TcpProxy(f"{host}:{port}", name="sqs"))
-            self.proxy = self.proxy_thread.start()
+            proxy = self.proxy_thread.start()
             self.stack = LocalStack(
-                sqs_endpoint=self.proxy.url,
+                sqs_endpoint=proxy.url,
                 emulator_args=["--stats-window-s", str(STATS_WINDOW_S)],
             ).start()
         except BaseException:
@@ -125,8 +124,8 @@ class Bench:
 
     def _started(self) -> tuple[LocalStack, TcpProxy]:
         assert self.stack is not None, "use Bench as a context manager"
-        assert self.proxy is not None
-        return self.stack, self.proxy
+        assert self.proxy_thread is not None
+        return self.stack, self.proxy_thread.proxy
 
     async def probe_sqs(self) -> dict[str, list[LatencyProbe]]:
         _, proxy = self._started()
