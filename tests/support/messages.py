@@ -10,6 +10,8 @@ from typing import Any
 from types_aiobotocore_sqs.client import SQSClient
 
 SQS_BATCH = 10  # the most one SendMessageBatch carries
+DLQ_READ_VISIBILITY_S = 600  # a copy once read stays hidden for the rest of a test or run
+EMPTY_RECEIVES_TO_STOP = 3
 
 
 async def send_bodies(sqs: SQSClient, queue_url: str, bodies: Sequence[str]) -> list[str]:
@@ -29,21 +31,19 @@ async def send_bodies(sqs: SQSClient, queue_url: str, bodies: Sequence[str]) -> 
 
 
 async def drain_dlq(sqs: SQSClient, dlq_url: str) -> list[dict[str, Any]]:
-    """Every message in the DLQ (received with a long visibility so none repeats)."""
+    """Every message in the DLQ, left in place but hidden for a while, so none is read twice."""
     seen: dict[str, dict[str, Any]] = {}
     empty_reads = 0
-    while empty_reads < 2:
+    while empty_reads < EMPTY_RECEIVES_TO_STOP:
         response = await sqs.receive_message(
             QueueUrl=dlq_url,
             MaxNumberOfMessages=10,
             MessageAttributeNames=["All"],
-            VisibilityTimeout=300,
+            VisibilityTimeout=DLQ_READ_VISIBILITY_S,
             WaitTimeSeconds=0,
         )
         fresh = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
-        if not fresh:
-            empty_reads += 1
-            continue
+        empty_reads = 0 if fresh else empty_reads + 1
         for message in fresh:
             seen[message["MessageId"]] = dict(message)
     return list(seen.values())
