@@ -1,9 +1,14 @@
-"""The fault-injecting proxy: every mode, mode changes on open connections, the control API."""
+"""The TCP proxy of the bench and the fault suite: operation counts, every fault mode, mode
+changes on open connections, the control API, and the proxy on a thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import socket
+import socketserver
+import threading
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -12,7 +17,9 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.faults.proxy import Fault, FaultProxy, Mode, control_app
+from tests.support.amz_target import TargetScanner
+from tests.support.proxy_control import control_app
+from tests.support.tcp_proxy import Fault, Mode, ProxyThread, TcpProxy
 
 # Short enough to keep the suite quick; nothing asserts an upper bound on any duration.
 SHORT_DROP_S = 0.2
@@ -51,16 +58,16 @@ async def echo() -> AsyncIterator[tuple[EchoServer, str]]:
 
 
 @pytest.fixture
-async def proxy(echo: tuple[EchoServer, str]) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(echo[1], name="echo") as started:
+async def proxy(echo: tuple[EchoServer, str]) -> AsyncIterator[TcpProxy]:
+    async with TcpProxy(echo[1], name="echo") as started:
         yield started
 
 
-async def _connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(proxy: TcpProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", proxy.port)
 
 
-async def _round_trip(proxy: FaultProxy, payload: bytes) -> bytes:
+async def _round_trip(proxy: TcpProxy, payload: bytes) -> bytes:
     reader, writer = await _connect(proxy)
     writer.write(payload)
     writer.write_eof()
@@ -70,7 +77,101 @@ async def _round_trip(proxy: FaultProxy, payload: bytes) -> bytes:
         writer.close()
 
 
-async def test_pass_forwards_bytes_both_ways_unchanged(proxy: FaultProxy) -> None:
+def _call(operation: str, body: bytes = b"{}") -> bytes:
+    """An SQS call on the AWS JSON protocol, as botocore writes it."""
+    return (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-amz-json-1.0\r\n"
+        b"X-Amz-Target: AmazonSQS." + operation.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+CALLS = [_call("ReceiveMessage"), _call("DeleteMessageBatch"), _call("ReceiveMessage")]
+
+
+# -- counting ------------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(b"".join(CALLS))), max_size=12))
+def test_the_scanner_counts_each_call_once_however_the_stream_is_split(cuts: list[int]) -> None:
+    stream = b"".join(CALLS)
+    bounds = [0, *sorted(cuts), len(stream)]
+    scanner = TargetScanner()
+    found = [op for a, b in itertools.pairwise(bounds) for op in scanner.feed(stream[a:b])]
+    assert found == ["ReceiveMessage", "DeleteMessageBatch", "ReceiveMessage"]
+
+
+def test_the_scanner_reads_the_header_in_any_case_and_ignores_lookalikes_in_bodies() -> None:
+    scanner = TargetScanner()
+    stream = _call("SendMessage").replace(b"X-Amz-Target", b"x-amz-TARGET") + b"x-amz-target"
+    assert scanner.feed(stream) == ["SendMessage"]
+    assert scanner.feed(b"-id: 1\r\n") == []
+
+
+async def test_the_proxy_counts_the_calls_it_forwards_by_operation(proxy: TcpProxy) -> None:
+    # Given three calls on one kept-alive connection, the second one split mid-header
+    reader, writer = await _connect(proxy)
+    stream = b"".join(CALLS)
+    split = stream.index(b"Amz-Target: AmazonSQS.Delete")
+    for part in (stream[:split], stream[split:]):
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    assert await reader.readexactly(len(stream)) == stream
+
+    # Then each operation is counted as often as it was called
+    assert proxy.operations() == {"ReceiveMessage": 2, "DeleteMessageBatch": 1}
+
+    # And a reset hands over the counts and starts again from zero
+    assert proxy.reset_operations() == {"ReceiveMessage": 2, "DeleteMessageBatch": 1}
+    writer.write(_call("ChangeMessageVisibility"))
+    await reader.readexactly(len(_call("ChangeMessageVisibility")))
+    assert proxy.operations() == {"ChangeMessageVisibility": 1}
+    writer.close()
+
+
+async def test_calls_are_counted_while_delayed_but_not_when_dropped(proxy: TcpProxy) -> None:
+    proxy.set_mode(Mode.DELAY, delay_s=0.05)
+    assert await _round_trip(proxy, _call("ReceiveMessage")) == _call("ReceiveMessage")
+    proxy.set_mode(Mode.DROP, drop_after_s=SHORT_DROP_S)
+    assert await _round_trip(proxy, _call("SendMessage")) == b""
+    assert proxy.operations() == {"ReceiveMessage": 1}
+
+
+class _BlockingEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+def test_a_proxy_on_its_own_thread_serves_and_counts_callers_that_block() -> None:
+    # Given an upstream and a client that both block, and no event loop in this thread
+    with (
+        socketserver.ThreadingTCPServer(("127.0.0.1", 0), _BlockingEcho) as upstream,
+        ProxyThread(TcpProxy(f"127.0.0.1:{upstream.server_address[1]}")) as proxy,
+    ):
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+                for call in CALLS:
+                    sock.sendall(call)
+                    received = b""
+                    while len(received) < len(call):
+                        received += sock.recv(65536)
+                    assert received == call
+        finally:
+            upstream.shutdown()
+        # Then the proxy answered and counted from its own loop
+        assert proxy.operations() == {"ReceiveMessage": 2, "DeleteMessageBatch": 1}
+        assert proxy.stats().accepted[Mode.PASS] == 1
+
+
+# -- fault modes ---------------------------------------------------------------------------
+
+
+async def test_pass_forwards_bytes_both_ways_unchanged(proxy: TcpProxy) -> None:
     assert await _round_trip(proxy, b"hello through the proxy") == b"hello through the proxy"
     stats = proxy.stats()
     assert stats.accepted[Mode.PASS] == 1
@@ -80,12 +181,12 @@ async def test_pass_forwards_bytes_both_ways_unchanged(proxy: FaultProxy) -> Non
 @settings(max_examples=25, deadline=None)
 @given(payload=st.binary(min_size=1, max_size=300_000))
 async def test_any_payload_passes_through_byte_for_byte(payload: bytes) -> None:
-    async with EchoServer() as address, FaultProxy(address) as proxy:
+    async with EchoServer() as address, TcpProxy(address) as proxy:
         assert await _round_trip(proxy, payload) == payload
 
 
 async def test_refuse_resets_new_connections_without_reaching_the_upstream(
-    echo: tuple[EchoServer, str], proxy: FaultProxy
+    echo: tuple[EchoServer, str], proxy: TcpProxy
 ) -> None:
     proxy.set_mode(Mode.REFUSE)
     reader, writer = await _connect(proxy)
@@ -98,7 +199,7 @@ async def test_refuse_resets_new_connections_without_reaching_the_upstream(
 
 
 async def test_drop_swallows_the_request_and_closes_without_an_answer(
-    echo: tuple[EchoServer, str], proxy: FaultProxy
+    echo: tuple[EchoServer, str], proxy: TcpProxy
 ) -> None:
     proxy.set_mode(Mode.DROP, drop_after_s=SHORT_DROP_S)
     reader, writer = await _connect(proxy)
@@ -109,7 +210,7 @@ async def test_drop_swallows_the_request_and_closes_without_an_answer(
 
 
 async def test_blackhole_holds_connections_until_the_mode_changes(
-    echo: tuple[EchoServer, str], proxy: FaultProxy
+    echo: tuple[EchoServer, str], proxy: TcpProxy
 ) -> None:
     proxy.set_mode(Mode.BLACKHOLE)
     reader, writer = await _connect(proxy)
@@ -125,7 +226,7 @@ async def test_blackhole_holds_connections_until_the_mode_changes(
     assert await _round_trip(proxy, b"back") == b"back"
 
 
-async def test_delay_holds_every_answer_back_by_at_least_the_delay(proxy: FaultProxy) -> None:
+async def test_delay_holds_every_answer_back_by_at_least_the_delay(proxy: TcpProxy) -> None:
     proxy.set_mode(Mode.DELAY, delay_s=DELAY_S)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -133,7 +234,7 @@ async def test_delay_holds_every_answer_back_by_at_least_the_delay(proxy: FaultP
     assert loop.time() - started >= DELAY_S
 
 
-async def test_a_mode_change_cuts_open_connections_unless_told_not_to(proxy: FaultProxy) -> None:
+async def test_a_mode_change_cuts_open_connections_unless_told_not_to(proxy: TcpProxy) -> None:
     # Given two kept-alive connections that have each completed an exchange
     kept = [await _connect(proxy) for _ in range(2)]
     for reader, writer in kept:
@@ -158,7 +259,7 @@ async def test_a_mode_change_cuts_open_connections_unless_told_not_to(proxy: Fau
 async def test_an_unreachable_upstream_resets_the_client() -> None:
     async with EchoServer() as address:
         pass  # the port is free again: nothing listens there
-    async with FaultProxy(address) as proxy:
+    async with TcpProxy(address) as proxy:
         reader, writer = await _connect(proxy)
         with pytest.raises(ConnectionResetError):
             await reader.read()
@@ -167,7 +268,7 @@ async def test_an_unreachable_upstream_resets_the_client() -> None:
 
 
 async def test_closing_the_proxy_ends_held_connections(echo: tuple[EchoServer, str]) -> None:
-    proxy = FaultProxy(echo[1])
+    proxy = TcpProxy(echo[1])
     await proxy.start()
     proxy.set_mode(Mode.BLACKHOLE)
     reader, writer = await _connect(proxy)
@@ -184,7 +285,7 @@ def test_a_fault_rejects_negative_durations() -> None:
 
 
 async def test_the_control_endpoint_switches_modes_and_reports_counters(
-    proxy: FaultProxy,
+    proxy: TcpProxy,
 ) -> None:
     runner = web.AppRunner(control_app({"echo": proxy}))
     await runner.setup()
@@ -206,9 +307,13 @@ async def test_the_control_endpoint_switches_modes_and_reports_counters(
             payload = {"mode": "delay", "delay_s": 0.05, "cut": False}
             async with session.post(f"{base}/proxies/echo", json=payload) as resp:
                 assert resp.status == 200
+            assert await _round_trip(proxy, _call("ReceiveMessage")) == _call("ReceiveMessage")
             async with session.get(f"{base}/proxies") as resp:
+                assert resp.status == 200
                 listed = await resp.json()
         assert listed["echo"]["fault"] == {"mode": "delay", "delay_s": 0.05, "drop_after_s": 10.0}
         assert listed["echo"]["address"] == proxy.address
+        assert listed["echo"]["stats"]["accepted"] == {"delay": 1}
+        assert listed["echo"]["operations"] == {"ReceiveMessage": 1}
     finally:
         await runner.cleanup()

@@ -13,14 +13,9 @@ from types_aiobotocore_sqs.client import SQSClient
 
 from feedback_local.stack import EmulatorControl, LocalStack, QueuePair
 from tests.conftest import SeedPool
-from tests.support.worker_process import (
-    WorkerProcess,
-    applied,
-    free_port,
-    http_status,
-    send_bodies,
-    verdict,
-)
+from tests.support.messages import applied, send_bodies, verdict
+from tests.support.ports import free_port
+from tests.support.worker_process import local_worker
 
 SECRET_USER = "alice.secret@example.com"
 
@@ -62,17 +57,14 @@ async def test_metrics_health_and_healthcheck_follow_a_running_worker(
         [verdict(pool, SECRET_USER, "ev-1"), verdict(pool, SECRET_USER, "ev-2"), "{bad"],
     )
     port = free_port()
-    process = WorkerProcess({**local_stack.env(queues), "FEEDBACK_METRICS_PORT": str(port)}).start()
+    process = local_worker(local_stack, queues, FEEDBACK_METRICS_PORT=str(port)).start()
     try:
         with anyio.fail_after(60):
-            while (
-                len(applied(emulator.writes(pool))) < 2
-                or http_status(f"http://127.0.0.1:{port}/readyz") != 200
-            ):
+            while len(applied(emulator.writes(pool))) < 2 or await process.readyz() != 200:
                 await anyio.sleep(0.2)
 
         # Then the probes say alive and ready, and so does the healthcheck command
-        assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
+        assert await process.healthz() == 200
         assert healthcheck(port) == 0
         assert healthcheck(port, "--liveness") == 0
 

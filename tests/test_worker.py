@@ -14,17 +14,16 @@ from types_aiobotocore_sqs.client import SQSClient
 
 from feedback_local.stack import EmulatorControl, LocalStack, QueuePair
 from tests.conftest import SeedPool
-from tests.support.worker_process import (
-    WorkerProcess,
+from tests.support.messages import (
     applied,
     drain_dlq,
     error_code,
-    free_port,
-    http_status,
-    queue_counts,
+    queue_depth,
     send_bodies,
     verdict,
 )
+from tests.support.ports import free_port
+from tests.support.worker_process import local_worker
 from worker.contract import ValidationCode
 
 DRAIN_TIMEOUT_S = 90.0
@@ -42,10 +41,6 @@ def queue_factory(local_stack: LocalStack) -> Iterator[type[QueuePair]]:
     yield make  # type: ignore[misc]
     for pair in made:
         local_stack.delete_queues(pair)
-
-
-def worker(stack: LocalStack, queues: QueuePair, *args: str, **env: str) -> WorkerProcess:
-    return WorkerProcess({**stack.env(queues), "FEEDBACK_METRICS_PORT": "0", **env}, args)
 
 
 async def one_verdict_per_user(
@@ -92,7 +87,7 @@ async def test_every_kind_of_outcome_ends_in_its_place_with_the_body_intact(
     await send_bodies(sqs_client, queues.url, list(expected))
 
     # When the worker drains the queue
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     # Then valid verdicts are applied, everything else is in the DLQ with its reason, byte for byte
@@ -104,7 +99,7 @@ async def test_every_kind_of_outcome_ends_in_its_place_with_the_body_intact(
     }
     dead = {m["Body"]: error_code(m) for m in await drain_dlq(sqs_client, queues.dlq_url)}
     assert dead == {body: str(code) for body, code in expected.items() if code != "applied"}
-    assert await queue_counts(sqs_client, queues.url) == (0, 0)
+    assert await queue_depth(sqs_client, queues.url) == (0, 0)
     # And bodies that fail validation never reached Cognito
     assert emulator.stats()["calls"] == 6
 
@@ -115,7 +110,7 @@ async def test_dead_letter_copies_carry_the_reason_attributes(
     pool = seed_pool(users={"alice": ["ev-1"]})
     [message_id] = await send_bodies(sqs_client, queues.url, [verdict(pool, "nobody", "ev-1")])
 
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     [dead] = await drain_dlq(sqs_client, queues.dlq_url)
@@ -140,7 +135,7 @@ async def test_throttled_messages_are_never_dead_lettered_even_with_max_receive_
     emulator.configure(quota_per_region=4, burst=1, fault_untyped_throttle=0.2)
     pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 24)
 
-    process = worker(local_stack, queues, "--until-empty", FEEDBACK_RATE_LIMIT="20").start()
+    process = local_worker(local_stack, queues, "--until-empty", FEEDBACK_RATE_LIMIT="20").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     stats = emulator.stats()
@@ -161,7 +156,7 @@ async def test_injected_internal_errors_lose_nothing(
     bodies = [verdict(pool, f"user-{i}", f"ev-{j}") for i in range(30) for j in (1, 2)]
     await send_bodies(sqs_client, queues.url, bodies)
 
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     assert emulator.stats()["errors"].get("InternalErrorException", 0) > 0
@@ -181,7 +176,7 @@ async def test_transient_failures_dead_letter_after_max_attempts_with_the_last_e
     body = verdict(pool, "alice", "ev-1")
     await send_bodies(sqs_client, queues.url, [body])
 
-    process = worker(local_stack, queues, "--until-empty", FEEDBACK_MAX_ATTEMPTS="3").start()
+    process = local_worker(local_stack, queues, "--until-empty", FEEDBACK_MAX_ATTEMPTS="3").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     [dead] = await drain_dlq(sqs_client, queues.dlq_url)
@@ -213,7 +208,7 @@ async def test_the_newest_verdict_for_an_event_wins(
             latest[(user, event)] = flipped
             await anyio.sleep(0.005)  # distinct SentTimestamps
 
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     assert applied(emulator.writes(pool)) == latest
@@ -234,7 +229,7 @@ async def test_pools_in_other_regions_are_signed_for_their_own_region(
     ]
     await send_bodies(sqs_client, queues.url, [verdict(p, "alice", "ev-1") for p in pools])
 
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     for pool in pools:
@@ -259,7 +254,7 @@ async def test_calls_to_one_user_stay_under_the_per_user_limit(
         [verdict(pool, "alice", e) for e in events] + [verdict(pool, "bob", "ev-1")],
     )
 
-    process = worker(local_stack, queues, "--until-empty", FEEDBACK_RATE_LIMIT="200").start()
+    process = local_worker(local_stack, queues, "--until-empty", FEEDBACK_RATE_LIMIT="200").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     assert emulator.stats()["throttles"] == 0
@@ -276,24 +271,24 @@ async def test_sigterm_mid_run_exits_in_time_and_leaves_nothing_invisible(
     # Given slow calls, so that SIGTERM arrives with calls in flight and messages waiting
     emulator.configure(latency_s=0.3)
     pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 40)
-    process = worker(
+    process = local_worker(
         local_stack, queues, FEEDBACK_CONCURRENCY="4", FEEDBACK_SHUTDOWN_TIMEOUT="5"
     ).start()
     await wait_for_successes(emulator, 4)
 
     # When it gets SIGTERM
-    process.signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
 
     # Then it exits 0 within the shutdown timeout (plus one short poll), with nothing in flight
     with anyio.fail_after(5 + 1 + 4):
         assert await process.wait(15) == 0
-    assert await queue_counts(sqs_client, queues.url) == (
+    assert await queue_depth(sqs_client, queues.url) == (
         40 - len(applied(emulator.writes(pool))),
         0,
     )
     assert process.events("worker.stopped")
     # And a second run finishes the rest without loss
-    rest = worker(local_stack, queues, "--until-empty").start()
+    rest = local_worker(local_stack, queues, "--until-empty").start()
     assert await rest.wait(DRAIN_TIMEOUT_S) == 0, rest.log_tail()
     assert len(applied(emulator.writes(pool))) == 40
     assert await drain_dlq(sqs_client, queues.dlq_url) == []
@@ -309,15 +304,15 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
     queues = queue_factory(visibility_timeout_s=6)  # type: ignore[call-arg]
     emulator.configure(latency_s=0.2)
     pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 40)
-    first = worker(
+    first = local_worker(
         local_stack, queues, FEEDBACK_VISIBILITY_TIMEOUT="6", FEEDBACK_SHUTDOWN_TIMEOUT="2"
     ).start()
     await wait_for_successes(emulator, 5)
 
-    first.signal(signal.SIGKILL)
+    first.send_signal(signal.SIGKILL)
     await first.wait(10)
 
-    second = worker(
+    second = local_worker(
         local_stack,
         queues,
         "--until-empty",
@@ -340,20 +335,20 @@ async def test_denied_credentials_dead_letter_nothing_and_the_worker_resumes_by_
     emulator.configure(denied_access_keys=["testing"])
     pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 15)
     port = free_port()
-    process = WorkerProcess({**local_stack.env(queues), "FEEDBACK_METRICS_PORT": str(port)}).start()
+    process = local_worker(local_stack, queues, FEEDBACK_METRICS_PORT=str(port)).start()
     try:
         # When the worker meets them, it pauses: unready, alive, nothing dead-lettered
         with anyio.fail_after(30):
             while not process.events("worker.paused"):
                 await anyio.sleep(0.1)
         await anyio.sleep(1)
-        assert http_status(f"http://127.0.0.1:{port}/readyz") == 503
-        assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
+        assert await process.readyz() == 503
+        assert await process.healthz() == 200
         assert emulator.stats()["successes"] == 0
         assert await drain_dlq(sqs_client, queues.dlq_url) == []
         # Only the probe message stays held; the rest went back to the queue
         with anyio.fail_after(10):
-            while (await queue_counts(sqs_client, queues.url))[1] > 1:
+            while (await queue_depth(sqs_client, queues.url))[1] > 1:
                 await anyio.sleep(0.2)
 
         # Then once access is restored it resumes by itself and applies everything
@@ -361,8 +356,8 @@ async def test_denied_credentials_dead_letter_nothing_and_the_worker_resumes_by_
         with anyio.fail_after(90):
             while len(applied(emulator.writes(pool))) < 15:
                 await anyio.sleep(0.2)
-        assert http_status(f"http://127.0.0.1:{port}/readyz") == 200
-        process.signal(signal.SIGTERM)
+        assert await process.readyz() == 200
+        process.send_signal(signal.SIGTERM)
         assert await process.wait(30) == 0
     finally:
         process.kill()
@@ -398,7 +393,7 @@ async def test_fifo_queues_are_processed_in_order_within_a_group(
         MessageDeduplicationId="bad",
     )
 
-    process = worker(local_stack, queues, "--until-empty").start()
+    process = local_worker(local_stack, queues, "--until-empty").start()
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     assert applied(emulator.writes(pool)) == {
@@ -422,20 +417,19 @@ async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
     emulator.configure(fault_drop_connection=1.0)
     pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 12)
     port = free_port()
-    process = WorkerProcess(
-        {
-            **local_stack.env(queues),
-            "FEEDBACK_METRICS_PORT": str(port),
-            "FEEDBACK_MAX_ATTEMPTS": "2",
-        },
-        ("--until-empty",),
+    process = local_worker(
+        local_stack,
+        queues,
+        "--until-empty",
+        FEEDBACK_METRICS_PORT=str(port),
+        FEEDBACK_MAX_ATTEMPTS="2",
     ).start()
     try:
         # When the outage lasts, the worker says so and keeps its messages
         with anyio.fail_after(30):
             while not process.events("region.down"):
                 await anyio.sleep(0.1)
-        assert http_status(f"http://127.0.0.1:{port}/readyz") == 503
+        assert await process.readyz() == 503
         await anyio.sleep(3)
         assert await drain_dlq(sqs_client, queues.dlq_url) == []
 

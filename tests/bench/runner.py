@@ -21,11 +21,12 @@ from typing import Any, Self
 
 from feedback_local.stack import LocalStack, QueuePair
 from tests.bench import aws, workload
-from tests.bench.procs import MeasuredProcess, Usage
-from tests.bench.proxy import CountingProxy
 from tests.bench.scenarios import BOTO3, SQS_CONSUMER, WORKER, Scenario
 from tests.bench.sqs_server import FauxqsServer, LatencyProbe, probe_latency
 from tests.bench.toolchain import Toolchain
+from tests.support.messages import queue_depth
+from tests.support.tcp_proxy import ProxyThread, TcpProxy
+from tests.support.worker_process import Usage, WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 MONITOR_S = 0.25
@@ -88,15 +89,17 @@ class Bench:
         self.out_dir = out_dir
         self.worker_argv = list(worker_argv)
         self.fauxqs = FauxqsServer(tools.node, tools.node_dir, out_dir / "logs" / "fauxqs.log")
-        self.proxy: CountingProxy | None = None
+        self.proxy_thread: ProxyThread | None = None
         self.stack: LocalStack | None = None
 
     def __enter__(self) -> Self:
         try:
             self.fauxqs.start()
-            self.proxy = CountingProxy(*self.fauxqs.host_port).start()
+            host, port = self.fauxqs.host_port
+            self.proxy_thread = ProxyThread(TcpProxy(f"{host}:{port}", name="sqs"))
+            proxy = self.proxy_thread.start()
             self.stack = LocalStack(
-                sqs_endpoint=self.proxy.url,
+                sqs_endpoint=proxy.url,
                 emulator_args=["--stats-window-s", str(STATS_WINDOW_S)],
             ).start()
         except BaseException:
@@ -115,14 +118,14 @@ class Bench:
     def close(self) -> None:
         if self.stack is not None:
             self.stack.stop()
-        if self.proxy is not None:
-            self.proxy.stop()
+        if self.proxy_thread is not None:
+            self.proxy_thread.stop()
         self.fauxqs.stop()
 
-    def _started(self) -> tuple[LocalStack, CountingProxy]:
+    def _started(self) -> tuple[LocalStack, TcpProxy]:
         assert self.stack is not None, "use Bench as a context manager"
-        assert self.proxy is not None
-        return self.stack, self.proxy
+        assert self.proxy_thread is not None
+        return self.stack, self.proxy_thread.proxy
 
     async def probe_sqs(self) -> dict[str, list[LatencyProbe]]:
         _, proxy = self._started()
@@ -178,7 +181,7 @@ class Bench:
         pools = tuple(sorted({v.pool_id for v in verdicts}))
         queues = stack.create_queues(f"bench-{tag}")
         sent_at = await workload.enqueue(self.fauxqs.url, queues.url, verdicts)
-        proxy.reset()
+        proxy.reset_operations()
         env = self._child_env(queues)
         if consumer == WORKER:
             env |= {
@@ -194,12 +197,12 @@ class Bench:
         argv, cwd = self._consumer_argv(consumer)
         replicas = scenario.replicas if consumer == WORKER else 1
         procs = [
-            MeasuredProcess(
-                f"{consumer}-{i}",
+            WorkerProcess(
+                env,
                 argv,
-                env=env,
                 log_path=logs / f"{tag}-{consumer}-{i}.log",
                 cwd=cwd,
+                name=f"{consumer}-{i}",
             )
             for i in range(replicas)
         ]
@@ -210,16 +213,16 @@ class Bench:
         try:
             watch = await self._monitor(scenario, consumer, procs, queues, pools, messages)
         finally:
-            usages = [proc.stop() for proc in procs]
+            usages = [await proc.stop() for proc in procs]
             if neighbour is not None:
-                neighbour.stop()
+                await neighbour.stop()
         ended_at = time.time()
         applied_at_end = self._applied(pools, shared_quota)
         stats = stack.emulator.stats()
         writes = [row for pool in pools for row in stack.emulator.writes(pool)["events"]]
         async with aws.sqs_client(self.fauxqs.url) as sqs:
-            visible, in_flight = await aws.queue_depth(sqs, queues.url)
-            dlq_visible, dlq_in_flight = await aws.queue_depth(sqs, queues.dlq_url)
+            visible, in_flight = await queue_depth(sqs, queues.url)
+            dlq_visible, dlq_in_flight = await queue_depth(sqs, queues.dlq_url)
             for url in (queues.url, queues.dlq_url):
                 await sqs.delete_queue(QueueUrl=url)
         return CaseData(
@@ -238,7 +241,7 @@ class Bench:
             writes=writes,
             dead_lettered=dlq_visible + dlq_in_flight,
             left_in_queue=visible + in_flight,
-            sqs_requests=proxy.reset(),
+            sqs_requests=proxy.reset_operations(),
             exited_by_itself=watch.exited_by_itself,
             timed_out=watch.timed_out,
             stalled=watch.stalled,
@@ -252,12 +255,12 @@ class Bench:
         env: dict[str, str],
         log_prefix: Path,
         result_path: Path,
-    ) -> MeasuredProcess:
+    ) -> WorkerProcess:
         stack, _ = self._started()
         events_path = log_prefix.with_name(f"{log_prefix.name}-neighbour-events.json")
         events_path.write_text(json.dumps(events))
-        neighbour = MeasuredProcess(
-            "neighbour",
+        return WorkerProcess(
+            env,
             [
                 sys.executable, "-m", "tests.bench.neighbour",
                 "--endpoint", stack.cognito_endpoint,
@@ -267,12 +270,10 @@ class Bench:
                 "--events", str(events_path),
                 "--result", str(result_path),
             ],
-            env=env,
             log_path=log_prefix.with_name(f"{log_prefix.name}-neighbour.log"),
             cwd=REPO,
-        )  # fmt: skip
-        neighbour.start()
-        return neighbour
+            name="neighbour",
+        ).start()  # fmt: skip
 
     def _applied(self, pools: tuple[str, ...], shared_quota: bool) -> int:
         """Verdicts the consumer has applied so far."""
@@ -290,7 +291,7 @@ class Bench:
         self,
         scenario: Scenario,
         consumer: str,
-        procs: list[MeasuredProcess],
+        procs: list[WorkerProcess],
         queues: QueuePair,
         pools: tuple[str, ...],
         messages: int,
@@ -313,16 +314,17 @@ class Bench:
                 if all(exited):
                     watch.exited_by_itself = True
                     break
-                receives = proxy.counts().get("ReceiveMessage", 0)
+                receives = proxy.operations().get("ReceiveMessage", 0)
                 if watch.cpu_base_s is None and (
                     receives >= len(procs) or now - started > BASELINE_FALLBACK_S
                 ):
                     live = [p for p, gone in zip(procs, exited, strict=True) if not gone]
-                    watch.cpu_base_s = sum(p.cpu_s() for p in live)
+                    samples = [p.sample() for p in live]
+                    watch.cpu_base_s = sum(s.cpu_s for s in samples if s is not None)
                     watch.applied_at_base = self._applied(pools, shared_quota)
                 if now >= next_check:
                     next_check = now + STATS_EVERY_S
-                    dlq_visible, dlq_in_flight = await aws.queue_depth(sqs, queues.dlq_url)
+                    dlq_visible, dlq_in_flight = await queue_depth(sqs, queues.dlq_url)
                     settled = self._applied(pools, shared_quota) + dlq_visible + dlq_in_flight
                     if settled != last_settled:
                         last_settled, progress_at = settled, now

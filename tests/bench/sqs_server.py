@@ -22,6 +22,7 @@ from typing import IO, Self
 from urllib.parse import urlparse
 
 from tests.bench import aws
+from tests.support.messages import send_bodies
 
 READY_PREFIX = "FAUXQS_URL="
 START_TIMEOUT_S = 30.0
@@ -138,7 +139,7 @@ async def probe_latency(endpoint: str, depths: tuple[int, ...]) -> list[LatencyP
         depth = 0
         try:
             for target in sorted(depths):
-                await aws.send_bodies(sqs, url, [body] * (target - depth))
+                await send_bodies(sqs, url, [body] * (target - depth))
                 depth = target
                 samples: list[float] = []
                 for _ in range(PROBE_CYCLES):
@@ -155,7 +156,7 @@ async def probe_latency(endpoint: str, depths: tuple[int, ...]) -> list[LatencyP
                         ],
                     )
                     samples.append((time.perf_counter() - started) * 1000)
-                    await aws.send_bodies(sqs, url, [body] * len(messages))
+                    await send_bodies(sqs, url, [body] * len(messages))
                 samples.sort()
                 results.append(
                     LatencyProbe(

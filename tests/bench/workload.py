@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.bench import aws
+from tests.support.messages import SQS_BATCH, send_bodies
 
 # Pool ids carry their region (FACTS.md): one pool per region the scenario spreads over.
 POOL_SUFFIX = "BenchPool1"
@@ -78,9 +79,9 @@ async def enqueue(endpoint: str, queue_url: str, verdicts: Sequence[Verdict]) ->
     """Send the verdicts in batches of ten; returns each event id's send time (epoch seconds)."""
     sent: dict[str, float] = {}
     async with aws.sqs_client(endpoint) as sqs:
-        for start in range(0, len(verdicts), aws.SQS_BATCH):
-            batch = verdicts[start : start + aws.SQS_BATCH]
+        for start in range(0, len(verdicts), SQS_BATCH):
+            batch = verdicts[start : start + SQS_BATCH]
             now = time.time()
-            await aws.send_bodies(sqs, queue_url, [v.body() for v in batch])
+            await send_bodies(sqs, queue_url, [v.body() for v in batch])
             sent.update((v.event_id, now) for v in batch)
     return sent

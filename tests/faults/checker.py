@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tests.faults.workload import Expect, Key, Planned
+from tests.support.messages import drain_dlq
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 REDRIVEN = "(redrive, no ErrorCode)"
-DLQ_READ_VISIBILITY_S = 600
-EMPTY_RECEIVES_TO_STOP = 3
 MAX_PROBLEMS_LISTED = 20
 
 
@@ -93,46 +92,17 @@ def _attribute(raw: dict[str, Any], name: str) -> str:
 
 
 async def read_dlq(sqs: SQSClient, dlq_url: str) -> list[DlqCopy]:
-    """Every message in the DLQ, left in place (hidden for a while, never deleted)."""
-    copies: dict[str, DlqCopy] = {}
-    empty = 0
-    while empty < EMPTY_RECEIVES_TO_STOP:
-        response = await sqs.receive_message(
-            QueueUrl=dlq_url,
-            MaxNumberOfMessages=10,
-            VisibilityTimeout=DLQ_READ_VISIBILITY_S,
-            WaitTimeSeconds=0,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
+    """Every copy in the DLQ, left in place (hidden for a while, never deleted)."""
+    return [
+        DlqCopy(
+            message_id=raw["MessageId"],
+            source_id=_attribute(raw, "SourceMessageId") or raw["MessageId"],
+            body=raw.get("Body", ""),
+            code=_attribute(raw, "ErrorCode") or REDRIVEN,
+            attributes={name: _attribute(raw, name) for name in raw.get("MessageAttributes", {})},
         )
-        batch = response.get("Messages", [])
-        empty = 0 if batch else empty + 1
-        for raw in batch:
-            message_id = raw["MessageId"]
-            copies[message_id] = DlqCopy(
-                message_id=message_id,
-                source_id=_attribute(dict(raw), "SourceMessageId") or message_id,
-                body=raw.get("Body", ""),
-                code=_attribute(dict(raw), "ErrorCode") or REDRIVEN,
-                attributes={
-                    name: _attribute(dict(raw), name) for name in raw.get("MessageAttributes", {})
-                },
-            )
-    return list(copies.values())
-
-
-async def queue_depth(sqs: SQSClient, url: str) -> tuple[int, int]:
-    """(visible, in flight) approximate counts of a queue."""
-    attrs = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return (
-        int(attrs["ApproximateNumberOfMessages"]),
-        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-    )
+        for raw in await drain_dlq(sqs, dlq_url)
+    ]
 
 
 def events_from_writes(writes: dict[str, Any]) -> dict[Key, EventState]:

@@ -31,12 +31,13 @@ from tests.faults.checker import (
     Tally,
     check,
     events_from_writes,
-    queue_depth,
     read_dlq,
 )
-from tests.faults.process import WorkerProcess, free_port, read_log
-from tests.faults.proxy import FaultProxy
 from tests.faults.workload import Planned, Universe
+from tests.support.messages import queue_depth
+from tests.support.ports import free_port
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.worker_process import WorkerProcess
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -101,8 +102,8 @@ class Harness:
         self.stack = stack
         self.workdir = workdir
         self._exit = contextlib.AsyncExitStack()
-        self.sqs_proxy = FaultProxy(urlparse(stack.sqs_endpoint).netloc, name="sqs")
-        self.cognito_proxy = FaultProxy(urlparse(stack.cognito_endpoint).netloc, name="cognito")
+        self.sqs_proxy = TcpProxy(urlparse(stack.sqs_endpoint).netloc, name="sqs")
+        self.cognito_proxy = TcpProxy(urlparse(stack.cognito_endpoint).netloc, name="cognito")
         self._sqs: SQSClient | None = None
         self._emulator: AsyncEmulatorControl | None = None
 
@@ -271,9 +272,9 @@ class Run:
     async def start_worker(self, extra_env: Mapping[str, str] | None = None) -> WorkerProcess:
         """Start a new incarnation and wait for /healthz."""
         worker = WorkerProcess(
-            self.worker_env(extra_env), self.directory / f"worker-{len(self.workers) + 1}.log"
-        )
-        await worker.start()
+            self.worker_env(extra_env),
+            log_path=self.directory / f"worker-{len(self.workers) + 1}.log",
+        ).start()
         self.workers.append(worker)
         if not await worker.wait_healthy(START_TIMEOUT_S):
             raise RuntimeError(f"the worker did not come up; see {worker.log_path}")
@@ -281,9 +282,7 @@ class Run:
 
     async def stop_workers(self) -> None:
         for worker in self.workers:
-            if worker.returncode is None:
-                await worker.stop(self.settings.shutdown_timeout_s + 10)
-            worker.close_log()
+            await worker.stop(self.settings.shutdown_timeout_s + 10)
 
     async def watch_readiness(self) -> None:
         while True:
@@ -362,7 +361,7 @@ def crashes(workers: list[WorkerProcess]) -> list[str]:
     """What the worker logs say went wrong: tracebacks and unexpected exits."""
     notes: list[str] = []
     for worker in workers:
-        records = read_log(worker.log_path)
+        records = worker.records()
         tracebacks = [r for r in records if "Traceback" in str(r.get("raw", ""))]
         if tracebacks:
             notes.append(f"{worker.log_path.name}: {len(tracebacks)} traceback(s) on stderr")

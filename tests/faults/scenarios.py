@@ -17,7 +17,6 @@ import anyio
 from tests.faults.checker import Tally
 from tests.faults.fuzz import fuzz_plan
 from tests.faults.harness import Harness, Recovery, Run, RunSettings
-from tests.faults.proxy import FaultProxy, Mode
 from tests.faults.workload import (
     Expect,
     Planned,
@@ -25,6 +24,7 @@ from tests.faults.workload import (
     make_universe,
     standard_mix,
 )
+from tests.support.tcp_proxy import Mode, TcpProxy
 
 # Worker visibility timeout where a scenario wants held messages to come back quickly.
 SHORT_VISIBILITY_S = 10
@@ -90,7 +90,7 @@ async def _finish(run: Run, profile: Profile, started: float, **checks: bool) ->
     return result
 
 
-async def _outage(run: Run, proxy: FaultProxy, seconds: float, later: list[Planned]) -> Recovery:
+async def _outage(run: Run, proxy: TcpProxy, seconds: float, later: list[Planned]) -> Recovery:
     """A third of the time blackholed (calls hang), then refused (calls fail at once); new
     messages arrive meanwhile."""
     proxy.set_mode(Mode.BLACKHOLE)
@@ -119,7 +119,7 @@ async def sigkill(h: Harness, p: Profile) -> ScenarioResult:
         recoveries = []
         for _ in range(p.kills):
             await anyio.sleep(run.rng.uniform(0.3, 3.0))
-            await run.worker.kill()
+            run.worker.kill()
             if pending:
                 await run.send_rounds([pending.pop(0)])
             restarted = time.monotonic()
@@ -180,7 +180,7 @@ async def cognito_outage(h: Harness, p: Profile) -> ScenarioResult:
     return await _proxy_outage(h, p, "cognito-outage", h.cognito_proxy)
 
 
-async def _proxy_outage(h: Harness, p: Profile, name: str, proxy: FaultProxy) -> ScenarioResult:
+async def _proxy_outage(h: Harness, p: Profile, name: str, proxy: TcpProxy) -> ScenarioResult:
     started = time.monotonic()
     async with h.run(name) as run:
         rounds = await _prepare(run, p)

@@ -15,8 +15,6 @@ from pathlib import Path
 import anyio
 
 from tests.faults.harness import Harness, Run, RunSettings
-from tests.faults.process import Sample
-from tests.faults.proxy import Mode
 from tests.faults.scenarios import RECOVERY_TIMEOUT_S, ScenarioResult
 from tests.faults.workload import (
     INVALID,
@@ -28,6 +26,8 @@ from tests.faults.workload import (
     unknown_targets,
     verdict_body,
 )
+from tests.support.tcp_proxy import Mode
+from tests.support.worker_process import Sample
 
 DEFAULT_SOAK_MINUTES = 30.0
 RATE_PER_S = 20  # the worker's default rate limit, under the emulator's 25/s quota

@@ -1,39 +1,41 @@
-"""A fault-injecting TCP proxy for loopback endpoints, switchable while traffic flows.
+"""A TCP proxy for loopback endpoints: it counts AWS API calls by operation and injects faults,
+switchable while traffic flows.
 
-The worker under test is a separate process that reaches SQS and Cognito through one proxy
-each; the harness flips a proxy's mode to stage an outage without touching the worker or the
-service behind it. A mode change cuts the connections already open (by default) because HTTP
-clients keep connections alive and would otherwise never meet the new fault.
+The worker under test (or a peer the bench compares it with) is a separate process that reaches
+SQS and Cognito through a proxy. Whatever the mode, the proxy counts the calls it forwards by
+the operation in their ``X-Amz-Target`` header (``tests.support.amz_target``): the bench's
+requests per message. The fault suite flips a proxy's mode to stage an outage without touching
+the worker or the service behind it; a mode change cuts the connections already open (by
+default) because HTTP clients keep connections alive and would otherwise never meet the new
+fault.
 
-Control it in-process (``FaultProxy.set_fault``) or, for manual runs, over HTTP::
-
-    python -m tests.faults.proxy --proxy sqs=127.0.0.1:5000 --control-port 8800
-    curl -XPOST 127.0.0.1:8800/proxies/sqs -d '{"mode": "blackhole"}'
+A ``TcpProxy`` is driven from the event loop it was started on; ``ProxyThread`` gives it a loop
+of its own, for callers that block. ``tests.support.proxy_control`` switches modes over HTTP.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import socket
 import struct
+import threading
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from types import TracebackType
 from typing import Any, Self
 
-from aiohttp import web
+from tests.support.amz_target import TargetScanner
+from tests.support.ports import LOOPBACK
 
-LOOPBACK = "127.0.0.1"
 CHUNK_BYTES = 64 * 1024
 # Chunks held back by DELAY per connection: enough for any HTTP response, and a bound so a
 # fast upstream meets backpressure instead of filling memory.
 DELAY_BUFFER_CHUNKS = 256
 DEFAULT_DROP_AFTER_S = 10.0
 UPSTREAM_CONNECT_TIMEOUT_S = 5.0
+THREAD_START_TIMEOUT_S = 10.0
 # SO_LINGER on with a zero timeout turns close() into a TCP reset.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -102,11 +104,10 @@ class _Connection:
         self.reset()
 
 
-class FaultProxy:
+class TcpProxy:
     """Listen on loopback and forward to ``upstream`` ("host:port"), subject to the current fault.
 
-    Use as ``async with FaultProxy("127.0.0.1:5000") as proxy:`` and give clients
-    ``proxy.url``. Must be driven from the event loop it was started on.
+    Use as ``async with TcpProxy("127.0.0.1:5000") as proxy:`` and give clients ``proxy.url``.
     """
 
     def __init__(self, upstream: str, *, name: str = "proxy", port: int = 0) -> None:
@@ -117,6 +118,9 @@ class FaultProxy:
         self._listen_port = port
         self._fault = Fault()
         self._stats = ProxyStats()
+        # Read and reset from other threads (ProxyThread): guarded by a lock.
+        self._operations: Counter[str] = Counter()
+        self._operations_lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._connections_changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
@@ -125,12 +129,7 @@ class FaultProxy:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def start(self) -> None:
@@ -175,9 +174,19 @@ class FaultProxy:
 
     def stats(self) -> ProxyStats:
         """A copy of the counters."""
-        snapshot = ProxyStats(**asdict(self._stats))
-        snapshot.accepted = Counter(self._stats.accepted)
-        return snapshot
+        return replace(self._stats, accepted=Counter(self._stats.accepted))
+
+    def operations(self) -> dict[str, int]:
+        """Calls forwarded since the last reset, by the operation in their ``X-Amz-Target``."""
+        with self._operations_lock:
+            return dict(self._operations)
+
+    def reset_operations(self) -> dict[str, int]:
+        """Zero the operation counts; returns what they held."""
+        with self._operations_lock:
+            counts = dict(self._operations)
+            self._operations.clear()
+            return counts
 
     def set_fault(self, fault: Fault, *, cut: bool = True) -> int:
         """Apply ``fault`` to new connections; with ``cut``, reset the open ones. Returns cuts."""
@@ -250,7 +259,11 @@ class FaultProxy:
             conn.reset()
 
     async def _copy_up(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        scanner = TargetScanner()
         while data := await src.read(CHUNK_BYTES):
+            if operations := scanner.feed(data):
+                with self._operations_lock:
+                    self._operations.update(operations)
             dst.write(data)
             await dst.drain()
             self._stats.bytes_up += len(data)
@@ -277,9 +290,10 @@ class FaultProxy:
             reading = group.create_task(read_side())
             while True:
                 due, data = await held.get()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(due):
-                        await conn.ended.wait()  # a reset ends the wait early
+                if due > loop.time():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout_at(due):
+                            await conn.ended.wait()  # a reset ends the wait early
                 if not data or conn.ended.is_set():
                     break
                 dst.write(data)
@@ -290,69 +304,54 @@ class FaultProxy:
             dst.write_eof()
 
 
-def describe(proxy: FaultProxy) -> dict[str, Any]:
-    """A JSON-ready view of a proxy's fault and counters."""
-    return {
-        "address": proxy.address,
-        "upstream": f"{proxy.upstream_host}:{proxy.upstream_port}",
-        "fault": asdict(proxy.fault),
-        "active_connections": proxy.active_connections,
-        "stats": asdict(proxy.stats()),
-    }
+class ProxyThread:
+    """A ``TcpProxy`` on an event loop of its own, in a thread, so that a caller that blocks
+    cannot stall the traffic through it: ``with ProxyThread(TcpProxy(...)) as proxy:``.
 
+    Read its counters from any thread; change its fault only from its own loop.
+    """
 
-def control_app(proxies: dict[str, FaultProxy]) -> web.Application:
-    """HTTP control: ``GET /proxies``; ``POST /proxies/{name}`` with a Fault as JSON (+ "cut")."""
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-    async def list_proxies(_: web.Request) -> web.Response:
-        return web.json_response({name: describe(p) for name, p in proxies.items()})
+    def start(self) -> TcpProxy:
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self.proxy.name}-proxy", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(THREAD_START_TIMEOUT_S) or self._error is not None:
+            raise RuntimeError(f"the {self.proxy.name} proxy did not start: {self._error!r}")
+        return self.proxy
 
-    async def change(request: web.Request) -> web.Response:
-        proxy = proxies.get(request.match_info["name"])
-        if proxy is None:
-            raise web.HTTPNotFound(text="no such proxy")
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(THREAD_START_TIMEOUT_S)
+        self._thread = None
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
         try:
-            body = await request.json()
-            cut = bool(body.pop("cut", True))
-            fault = Fault(
-                Mode(body.pop("mode")),
-                **{k: float(v) for k, v in body.items()},
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise web.HTTPBadRequest(text=f"bad fault: {exc!r}") from exc
-        cuts = proxy.set_fault(fault, cut=cut)
-        return web.json_response({**describe(proxy), "cut_now": cuts})
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            self._error = exc
+            self._ready.set()
 
-    app = web.Application()
-    app.router.add_get("/proxies", list_proxies)
-    app.router.add_post("/proxies/{name}", change)
-    return app
-
-
-async def _serve_forever(specs: list[str], control_port: int) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        proxies: dict[str, FaultProxy] = {}
-        for spec in specs:
-            name, _, upstream = spec.partition("=")
-            proxies[name] = await stack.enter_async_context(FaultProxy(upstream, name=name))
-            print(f"{name}: {proxies[name].url} -> {upstream}", flush=True)
-        runner = web.AppRunner(control_app(proxies))
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, LOOPBACK, control_port)
-        await site.start()
-        print(f"control: {site.name}", flush=True)
-        await asyncio.Event().wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--proxy", action="append", required=True, metavar="NAME=HOST:PORT")
-    parser.add_argument("--control-port", type=int, default=0)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.proxy, args.control_port))
-
-
-if __name__ == "__main__":
-    main()
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.proxy:
+            self._ready.set()
+            await self._stop.wait()
