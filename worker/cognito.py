@@ -1,9 +1,10 @@
 """Calling Cognito: one AdminUpdateAuthEventFeedback call, paced, bounded and classified.
 
 This module owns everything a call needs besides the verdict: the client signed for the
-pool's region (worker.clients), the spacing of calls to one user and the adaptive rate of each
-region (worker.pacing), the bound on calls in flight, and each region's health
-(worker.region_health). The handler asks for `call(verdict)` and gets an Outcome back.
+pool's region (worker.clients), the spacing of calls to one user and to one region
+(worker.pacing) at the rate the region allows (worker.rate_control), the bound on calls in
+flight, and each region's health (worker.region_health). The handler asks for
+`call(verdict)` and gets an Outcome back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from worker.clients import Clients
 from worker.config import Settings
 from worker.contract import Verdict
 from worker.outcome import SUCCESS, Kind, Outcome, classify_exception
-from worker.pacing import AdaptiveRate, KeyedSpacing, Pacer
+from worker.pacing import KeyedSpacing, Pacer
+from worker.rate_control import RateController
 from worker.region_health import RegionHealth
 
 log = structlog.get_logger()
@@ -30,7 +32,7 @@ log = structlog.get_logger()
 class _Region:
     """What the worker knows of one region's Cognito endpoint."""
 
-    rate: AdaptiveRate
+    rate: RateController
     pacer: Pacer
     health: RegionHealth
 
@@ -91,7 +93,7 @@ class CognitoCaller:
     def _region(self, name: str) -> _Region:
         known = self._regions.get(name)
         if known is None:
-            rate = AdaptiveRate(self._settings.rate_limit)
+            rate = RateController(self._settings.rate_limit, now=time.monotonic())
             known = self._regions[name] = _Region(rate, Pacer(rate), RegionHealth(name))
             metrics.ALLOWED_RATE.labels(name).set(rate.rate)
         return known
@@ -118,12 +120,12 @@ class CognitoCaller:
             metrics.CALL_LATENCY.observe(time.monotonic() - started)
 
     @staticmethod
-    def _adapt(region: str, rate: AdaptiveRate, outcome: Outcome, call_started: float) -> None:
+    def _adapt(region: str, rate: RateController, outcome: Outcome, call_started: float) -> None:
         if outcome.kind is Kind.SUCCESS:
-            rate.on_success()
+            rate.on_success(time.monotonic())
         elif outcome.kind is Kind.THROTTLED:
             metrics.THROTTLES.labels(region).inc()
-            rate.on_throttle(call_started)
+            rate.on_throttle(time.monotonic(), call_started)
         else:
             return
         metrics.ALLOWED_RATE.labels(region).set(rate.rate)

@@ -24,9 +24,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # SQS limits (FACTS.md): visibility 0 s to 12 h, long poll at most 20 s.
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
 MAX_WAIT_TIME_S = 20
-# Cognito's user-write quota is 25/s per account per region; the default leaves headroom for
-# the application's own user writes, which share it.
-DEFAULT_RATE_LIMIT = 20.0
+# Cognito's user-write quota is 25/s per account per region, shared with the application's own
+# user writes. The rate control (worker.rate_control) finds the share that is left; the
+# ceiling is only a hard cap on it, so it defaults to the whole quota.
+DEFAULT_RATE_LIMIT = 25.0
 # Cognito allows about 10 writes per second to a single user.
 DEFAULT_USER_RATE_LIMIT = 10.0
 
@@ -176,7 +177,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--rate-limit",
         "FEEDBACK_RATE_LIMIT",
         _rate,
-        "most Cognito calls per second per region from this process",
+        "hard ceiling on Cognito calls per second per region from this process; the rate "
+        "control finds the share below it",
         default=DEFAULT_RATE_LIMIT,
     ),
     Setting(

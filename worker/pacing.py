@@ -1,37 +1,14 @@
-"""Pacing of Cognito calls: an adaptive (AIMD) rate per region and a fixed rate per user.
-
-Cognito's quota is per account and region and shared with every other caller, so the worker
-cannot know its share in advance. Like TCP, it finds it: the allowed rate grows additively
-while calls succeed and shrinks multiplicatively on each throttle. Replicas doing the same
-with no shared state converge to a fair share (the AIMD property), and a noisy neighbour's
-traffic pushes them down the same way.
-
-botocore's "adaptive" retry mode does something similar per client, but it retries inside
-the call (invisible to our hold/visibility logic), shares a retry budget that sustained
-throttling drains, and probes above any configured ceiling. Here the ceiling is a hard cap
-(``--rate-limit``) and every throttle comes back to the worker to decide.
-"""
+"""Pacing of Cognito calls: a region's calls spaced at its allowed rate, and a user's calls
+spaced at the per-user limit. How fast a region may go is learned in worker.rate_control."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Hashable
+from typing import Protocol
 
 import anyio
 
-# On a throttle the allowed rate is multiplied by this (CUBIC's and botocore's beta). One
-# overload answers many calls with throttles; only a call started after the last decrease
-# reports news, so each overload shrinks the rate once (TCP's "once per window").
-DECREASE_FACTOR = 0.7
-# While calls succeed, the allowed rate grows by this many calls/s every second. Slow enough
-# that replicas sharing a quota probe past it rarely (few throttles), fast enough to take back
-# 10 calls/s within 20 s once a neighbour goes quiet.
-INCREASE_PER_S = 0.5
-# Never pace slower than this: the worker must keep probing to find capacity again.
-MIN_RATE = 0.5
-# A rate change worth reporting in the logs (relative).
-REPORTABLE_CHANGE = 0.2
 # The per-user pacer forgets users idle this long, so its memory stays bounded.
 USER_IDLE_FORGET_S = 10.0
 USER_PRUNE_EVERY = 1024
@@ -39,43 +16,11 @@ USER_PRUNE_EVERY = 1024
 Clock = Callable[[], float]
 
 
-class AdaptiveRate:
-    """The allowed call rate of one region: additive increase, multiplicative decrease."""
-
-    def __init__(self, max_rate: float, *, clock: Clock = time.monotonic) -> None:
-        self.max_rate = max_rate
-        self._rate = max_rate
-        self._clock = clock
-        self._last_decrease = -math.inf
-        self._reported = max_rate
+class RateSource(Protocol):
+    """Anything that says how many calls per second are allowed now."""
 
     @property
-    def rate(self) -> float:
-        return self._rate
-
-    def on_success(self) -> None:
-        # +INCREASE_PER_S per second of successes at the current rate.
-        self._rate = min(self.max_rate, self._rate + INCREASE_PER_S / self._rate)
-
-    def on_throttle(self, call_started: float) -> bool:
-        """Slow down for a throttled call that started at `call_started` (same clock).
-
-        Returns whether the rate changed: a call started before the last decrease was sent
-        at the old rate, and its throttle says nothing new.
-        """
-        if call_started <= self._last_decrease:
-            return False
-        self._last_decrease = self._clock()
-        # The floor keeps probing alive, but never above the configured cap.
-        self._rate = max(min(MIN_RATE, self.max_rate), self._rate * DECREASE_FACTOR)
-        return True
-
-    def take_report(self) -> float | None:
-        """The new rate if it moved materially since last reported, else None."""
-        if abs(self._rate - self._reported) >= REPORTABLE_CHANGE * self._reported:
-            self._reported = self._rate
-            return self._rate
-        return None
+    def rate(self) -> float: ...
 
 
 class Pacer:
@@ -86,7 +31,7 @@ class Pacer:
     to its slot.
     """
 
-    def __init__(self, rate: AdaptiveRate, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, rate: RateSource, *, clock: Clock = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
         self._lock = anyio.Lock()
