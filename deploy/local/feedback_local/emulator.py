@@ -11,18 +11,13 @@ once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import random
-import signal
 import socket
 import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,7 +27,7 @@ from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
 from feedback_local.emulator_ops import CognitoService
 from feedback_local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
 from feedback_local.emulator_sigv4 import authenticate
-from feedback_local.emulator_state import SeedError, Store
+from feedback_local.emulator_state import Store
 from feedback_local.emulator_wire import (
     DROPPED_CONNECTION,
     HTTP_CLIENT_ERROR,
@@ -51,8 +46,6 @@ LOOPBACK = "127.0.0.1"
 READY_PREFIX = "EMULATOR_URL="
 CONTROL = "/_emulator"
 SHUTDOWN_TIMEOUT_S = 1.0
-EXIT_OK = 0
-EXIT_CANNOT_LISTEN = 1
 
 
 def _control_error(message: str) -> web.Response:
@@ -257,102 +250,7 @@ def _parse_json(body: bytes) -> Any:
         raise ApiError(SERIALIZATION, "Invalid JSON body") from None
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m feedback_local.emulator",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults = EmulatorConfig()
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--seed", type=Path, help="JSON file in the seed shape")
-    parser.add_argument("--quota-per-region", type=float, default=defaults.quota_per_region)
-    parser.add_argument("--burst", type=float, default=None, help="default: 1 s of quota")
-    parser.add_argument("--per-user-limit", type=float, default=defaults.per_user_limit)
-    parser.add_argument("--latency-s", type=float, default=0.0)
-    parser.add_argument("--latency-jitter-s", type=float, default=0.0)
-    parser.add_argument("--fault-internal-error", type=float, default=0.0)
-    parser.add_argument("--fault-untyped-throttle", type=float, default=0.0)
-    parser.add_argument("--fault-drop-connection", type=float, default=0.0)
-    parser.add_argument("--denied-access-key", action="append", default=[], metavar="KEY")
-    parser.add_argument(
-        "--known-key",
-        action="append",
-        default=[],
-        metavar="KEY:SECRET",
-        help="replaces the default testing:testing when given",
-    )
-    parser.add_argument("--stats-window-s", type=int, default=DEFAULT_STATS_WINDOW_S)
-    parser.add_argument(
-        "--exit-on-stdin-eof",
-        action="store_true",
-        help="stop when stdin closes (the parent process has gone)",
-    )
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    changes: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "quota_per_region",
-            "burst",
-            "per_user_limit",
-            "latency_s",
-            "latency_jitter_s",
-            "fault_internal_error",
-            "fault_untyped_throttle",
-            "fault_drop_connection",
-        )
-    }
-    changes["denied_access_keys"] = args.denied_access_key
-    if args.known_key:
-        pairs = [k.partition(":") for k in args.known_key]
-        if any(not sep or not key for key, sep, _ in pairs):
-            raise ConfigValueError("--known-key takes KEY:SECRET")
-        changes["known_keys"] = {key: secret for key, _, secret in pairs}
-    return EmulatorConfig().updated(changes)
-
-
-async def _serve(emulator: Emulator, *, exit_on_stdin_eof: bool) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if exit_on_stdin_eof:
-
-        def watch_stdin() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdin.buffer.read()
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
-    async with emulator:
-        print(f"{READY_PREFIX}{emulator.url}", flush=True)
-        await stop.wait()
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        emulator = Emulator(
-            config_from_args(args), port=args.port, stats_window_s=args.stats_window_s
-        )
-        if args.seed is not None:
-            emulator.store.seed(json.loads(args.seed.read_text()))
-    except (ConfigValueError, SeedError, OSError, ValueError) as exc:
-        parser.error(str(exc))
-    try:
-        return asyncio.run(_serve(emulator, exit_on_stdin_eof=args.exit_on_stdin_eof))
-    except OSError as exc:  # e.g. the requested port is taken
-        print(f"emulator: cannot listen on {LOOPBACK}:{args.port}: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_LISTEN
-
-
 if __name__ == "__main__":
+    from feedback_local.emulator_cli import main
+
     sys.exit(main())
