@@ -31,7 +31,6 @@ from feedback_local.emulator_state import Store
 from feedback_local.emulator_wire import (
     DROPPED_CONNECTION,
     HTTP_CLIENT_ERROR,
-    HTTP_SERVER_ERROR,
     INTERNAL_ERROR,
     SERIALIZATION,
     UNKNOWN_OPERATION,
@@ -184,7 +183,7 @@ class Emulator:
         op = awsmodel.FEEDBACK_OPERATION
         if draw < config.fault_internal_error:
             self.stats.record(op, region, INTERNAL_ERROR)
-            return ApiError(INTERNAL_ERROR, "Internal server error", HTTP_SERVER_ERROR).response()
+            return ApiError(INTERNAL_ERROR, "Internal server error.").response()
         draw -= config.fault_internal_error
         if draw < config.fault_untyped_throttle:
             self.stats.record(op, region, UNTYPED_THROTTLE)
