@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_CANNOT_LISTEN = 1
 _PLAIN_SETTINGS = (
     "quota_per_region",
+    "read_quota_per_region",
     "burst",
     "per_user_limit",
     "latency_s",
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--seed", type=Path, help="JSON file in the seed shape")
     parser.add_argument("--quota-per-region", type=float, default=defaults.quota_per_region)
+    parser.add_argument(
+        "--read-quota-per-region", type=float, default=defaults.read_quota_per_region
+    )
     parser.add_argument("--burst", type=float, default=None, help="default: 1 s of quota")
     parser.add_argument("--per-user-limit", type=float, default=defaults.per_user_limit)
     parser.add_argument("--latency-s", type=float, default=0.0)

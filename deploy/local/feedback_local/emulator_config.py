@@ -9,11 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_QUOTA_PER_REGION = 25.0  # Cognito's user-write category, requests/s, not adjustable
+DEFAULT_READ_QUOTA_PER_REGION = 120.0  # the UserRead category's default, requests/s
 DEFAULT_PER_USER_LIMIT = 10.0  # write requests/s for one user
 DEFAULT_KNOWN_KEYS = {"testing": "testing"}
 
 _FAULT_FIELDS = ("fault_internal_error", "fault_untyped_throttle", "fault_drop_connection")
-_RATE_FIELDS = ("quota_per_region", "burst", "per_user_limit", "latency_s", "latency_jitter_s")
+_RATE_FIELDS = (
+    "quota_per_region",
+    "read_quota_per_region",
+    "burst",
+    "per_user_limit",
+    "latency_s",
+    "latency_jitter_s",
+)
 
 
 class ConfigValueError(ValueError):
@@ -23,9 +31,10 @@ class ConfigValueError(ValueError):
 @dataclass(frozen=True)
 class EmulatorConfig:
     """Everything ``POST /_emulator/config`` can change. Rates are per second; 0 turns a
-    limit off. ``burst`` is the region bucket's size, one second's worth when None."""
+    limit off. ``burst`` is the write bucket's size, one second's worth when None."""
 
     quota_per_region: float = DEFAULT_QUOTA_PER_REGION
+    read_quota_per_region: float = DEFAULT_READ_QUOTA_PER_REGION
     burst: float | None = None
     per_user_limit: float = DEFAULT_PER_USER_LIMIT
     latency_s: float = 0.0
