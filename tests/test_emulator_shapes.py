@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from feedback_local.emulator_wire import ERROR_CODES, UNTYPED_THROTTLE
+from feedback_local.emulator_config import injectable_codes
+from feedback_local.emulator_wire import ERROR_CODES, UNTYPED_ANSWERS, UNTYPED_THROTTLE
 from feedback_local.stack import EmulatorControl, LocalStack
 from tests.support import cognito as api
 from worker import awsmodel
@@ -25,15 +26,12 @@ FEEDBACK = awsmodel.FEEDBACK_OPERATION
 _Trigger = Callable[[str, str, EmulatorControl], Awaitable[api.RawAnswer]]
 
 
-def _params(pool: str, **changes: str) -> dict[str, str]:
-    params = {"UserPoolId": pool, "Username": "alice", "EventId": "ev-1", "FeedbackValue": "Valid"}
-    return {**params, **changes}
+def _params(pool: str) -> dict[str, str]:
+    return {"UserPoolId": pool, "Username": "alice", "EventId": "ev-1", "FeedbackValue": "Valid"}
 
 
-async def _configured(
-    url: str, pool: str, emulator: EmulatorControl, **config: Any
-) -> api.RawAnswer:
-    emulator.configure(**config)
+async def _injected(code: str, url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
+    emulator.inject(code, pool=pool)
     return await api.call_raw(url, _params(pool))
 
 
@@ -53,36 +51,13 @@ async def _not_json(url: str, pool: str, emulator: EmulatorControl) -> api.RawAn
     return await api.post_raw(url, api.sign(url, FEEDBACK, body), body)
 
 
-async def _throttled(url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
-    emulator.configure(quota_per_region=0.01, burst=1)
-    await api.call_raw(url, _params(pool))
+async def _untyped_throttle(url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
+    emulator.configure(fault_untyped_throttle=1.0)
     return await api.call_raw(url, _params(pool))
 
 
-async def _add_on_off(url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
-    emulator.seed({"pools": [{"id": pool, "threat_protection": False}]})
-    return await api.call_raw(url, _params(pool))
-
-
-# How to make the emulator answer each code.
+# How to make the emulator answer each code that is not simply injected.
 _TRIGGERS: dict[str, _Trigger] = {
-    "InvalidParameterException": lambda url, pool, _: api.call_raw(
-        url, _params(pool, FeedbackValue="valid")
-    ),
-    "ResourceNotFoundException": lambda url, pool, _: api.call_raw(
-        url, _params(pool, EventId="no-such-event")
-    ),
-    "UserNotFoundException": lambda url, pool, _: api.call_raw(
-        url, _params(pool, Username="nobody")
-    ),
-    "UserPoolAddOnNotEnabledException": _add_on_off,
-    "TooManyRequestsException": _throttled,
-    "InternalErrorException": lambda url, pool, emu: _configured(
-        url, pool, emu, fault_internal_error=1.0
-    ),
-    "AccessDeniedException": lambda url, pool, emu: _configured(
-        url, pool, emu, denied_access_keys=["testing"]
-    ),
     "UnrecognizedClientException": lambda url, pool, _: api.call_raw(
         url, _params(pool), access_key="AKUNKNOWN", secret="x"
     ),
@@ -95,16 +70,22 @@ _TRIGGERS: dict[str, _Trigger] = {
     "MissingAuthenticationTokenException": _unsigned,
     "IncompleteSignatureException": _incomplete,
     "SerializationException": _not_json,
-    UNTYPED_THROTTLE: lambda url, pool, emu: _configured(
-        url, pool, emu, fault_untyped_throttle=1.0
-    ),
+    UNTYPED_THROTTLE: _untyped_throttle,
 }
+
+
+async def _answer(code: str, url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
+    trigger = _TRIGGERS.get(code)
+    if trigger is not None:
+        return await trigger(url, pool, emulator)
+    return await _injected(code, url, pool, emulator)
 
 
 def test_the_record_covers_exactly_the_codes_the_emulator_can_answer() -> None:
     assert set(SHAPES["errors"]) == ERROR_CODES
-    assert set(SHAPES["untyped"]) == {UNTYPED_THROTTLE}
-    assert set(_TRIGGERS) == ERROR_CODES | set(SHAPES["untyped"])
+    assert set(SHAPES["untyped"]) == UNTYPED_ANSWERS | {UNTYPED_THROTTLE}
+    assert injectable_codes() <= ERROR_CODES | UNTYPED_ANSWERS
+    assert set(_TRIGGERS) | injectable_codes() >= ERROR_CODES | set(SHAPES["untyped"])
 
 
 @pytest.mark.parametrize("code", sorted(ERROR_CODES))
@@ -114,7 +95,7 @@ async def test_every_error_has_the_documented_status_and_body_members(
     recorded: dict[str, Any] = SHAPES["errors"][code]
     pool = seed_pool(users={"alice": ["ev-1"]})
 
-    answer = await _TRIGGERS[code](local_stack.cognito_endpoint, pool, emulator)
+    answer = await _answer(code, local_stack.cognito_endpoint, pool, emulator)
 
     body = answer.json()
     members = set(body) - {"__type"}
@@ -130,7 +111,7 @@ async def test_untyped_answers_have_their_status_and_no_error_type(
     recorded: dict[str, Any] = SHAPES["untyped"][kind]
     pool = seed_pool(users={"alice": ["ev-1"]})
 
-    answer = await _TRIGGERS[kind](local_stack.cognito_endpoint, pool, emulator)
+    answer = await _answer(kind, local_stack.cognito_endpoint, pool, emulator)
 
     assert answer.status == recorded["status"]
     assert b"__type" not in answer.body

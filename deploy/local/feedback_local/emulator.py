@@ -2,8 +2,10 @@
 
 moto has no AdminUpdateAuthEventFeedback, so real aiobotocore clients are pointed here with
 AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures, validates against botocore's
-service model, keeps pools per region, enforces the per-region and per-user write quotas, and
-can add latency and faults. Control endpoints live under ``/_emulator/`` (unsigned JSON).
+service model, keeps pools per region, enforces
+the per-region write and read quotas and the per-user write quota, and can add latency and
+faults scoped to a pool, a region or an operation. Control endpoints live under
+``/_emulator/`` (unsigned JSON); deploy/local/README.md lists them.
 
 Run ``python -m feedback_local.emulator --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
 once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() as emu``.
@@ -23,21 +25,18 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from feedback_local import emulator_faults as faults
 from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
 from feedback_local.emulator_ops import CognitoService
 from feedback_local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
-from feedback_local.emulator_sigv4 import authenticate
+from feedback_local.emulator_sigv4 import Caller, authenticate
 from feedback_local.emulator_state import Store
 from feedback_local.emulator_wire import (
-    DROPPED_CONNECTION,
     HTTP_CLIENT_ERROR,
-    INTERNAL_ERROR,
     SERIALIZATION,
     UNKNOWN_OPERATION,
-    UNTYPED_THROTTLE,
     ApiError,
     json_response,
-    untyped_throttle_response,
 )
 from worker import awsmodel
 
@@ -149,52 +148,59 @@ class Emulator:
         config = self.config
         try:
             body = await request.read()
-            headers: dict[str, list[str]] = {}
-            for name, value in request.headers.items():
-                headers.setdefault(name.lower(), []).append(value)
-            caller = authenticate(
-                method=request.method,
-                url=f"{request.scheme}://{request.host}{request.raw_path}",
-                headers=headers,
-                body=body,
-                known_keys=config.known_keys,
-                denied_access_keys=config.denied_access_keys,
-                action=operation,
-            )
+            caller = self._authenticate(request, body, config)
             region = caller.region
             _require_known(known, operation)
+            params = _parse_json(body)
+            pool_id = _pool_of(params)
+            if caller.access_key in config.denied_access_keys:
+                raise faults.access_denied(caller, operation, pool_id)
             if config.latency_s or config.latency_jitter_s:
                 await asyncio.sleep(config.latency_s + random.uniform(0, config.latency_jitter_s))
-            faulty = operation == awsmodel.FEEDBACK_OPERATION and config.fault_total > 0
-            if faulty and (faulted := self._inject_fault(request, region, config)) is not None:
-                return faulted
-            result = self._service.call(operation, caller, _parse_json(body), time.monotonic())
+            if (
+                staged := self._staged_fault(request, config, caller, operation, pool_id)
+            ) is not None:
+                return staged
+            result = self._service.call(operation, caller, params, time.monotonic())
         except ApiError as error:
             self.stats.record(op_name, region, error.code)
             return error.response()
         self.stats.record(op_name, region, None)
         return json_response(result)
 
-    def _inject_fault(
-        self, request: web.Request, region: str, config: EmulatorConfig
+    def _authenticate(self, request: web.Request, body: bytes, config: EmulatorConfig) -> Caller:
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        return authenticate(
+            method=request.method,
+            url=f"{request.scheme}://{request.host}{request.raw_path}",
+            headers=headers,
+            body=body,
+            known_keys=config.known_keys,
+        )
+
+    def _staged_fault(
+        self,
+        request: web.Request,
+        config: EmulatorConfig,
+        caller: Caller,
+        operation: str,
+        pool_id: str | None,
     ) -> web.Response | None:
-        # One draw split into three ranges keeps each kind at its configured fraction.
-        draw = random.random()
-        op = awsmodel.FEEDBACK_OPERATION
-        if draw < config.fault_internal_error:
-            self.stats.record(op, region, INTERNAL_ERROR)
-            return ApiError(INTERNAL_ERROR, "Internal server error.").response()
-        draw -= config.fault_internal_error
-        if draw < config.fault_untyped_throttle:
-            self.stats.record(op, region, UNTYPED_THROTTLE)
-            return untyped_throttle_response()
-        draw -= config.fault_untyped_throttle
-        if draw < config.fault_drop_connection:
-            self.stats.record(op, region, DROPPED_CONNECTION)
-            if request.transport is not None:
-                request.transport.abort()  # aiohttp then drops the response it cannot send
-            return web.Response()
-        return None
+        """An injected error (first matching rule) or a global fault fraction, else None."""
+        code = faults.pick(config.injected_errors, operation, caller.region, pool_id)
+        if code is not None:
+            self.stats.record(operation, caller.region, code)
+            return faults.injected_response(code, caller, operation, pool_id)
+        if operation != awsmodel.FEEDBACK_OPERATION or config.fault_total <= 0:
+            return None
+        faulted = faults.legacy_fault(request, config)
+        if faulted is None:
+            return None
+        outcome, response = faulted
+        self.stats.record(operation, caller.region, outcome)
+        return response
 
     # -- control endpoints -----------------------------------------------------------------
 
@@ -247,6 +253,11 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body) if body else {}
     except ValueError:
         raise ApiError(SERIALIZATION, "Invalid JSON body") from None
+
+
+def _pool_of(params: Any) -> str | None:
+    pool_id = params.get("UserPoolId") if isinstance(params, dict) else None
+    return pool_id if isinstance(pool_id, str) else None
 
 
 if __name__ == "__main__":

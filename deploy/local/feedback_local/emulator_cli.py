@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-internal-error", type=float, default=0.0)
     parser.add_argument("--fault-untyped-throttle", type=float, default=0.0)
     parser.add_argument("--fault-drop-connection", type=float, default=0.0)
+    parser.add_argument(
+        "--inject-error",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a rule such as {"code": "InternalErrorException", "region": "eu-west-1"}',
+    )
     parser.add_argument("--denied-access-key", action="append", default=[], metavar="KEY")
     parser.add_argument(
         "--known-key",
@@ -76,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     changes: dict[str, Any] = {name: getattr(args, name) for name in _PLAIN_SETTINGS}
     changes["denied_access_keys"] = args.denied_access_key
+    try:
+        changes["injected_errors"] = [json.loads(rule) for rule in args.inject_error]
+    except ValueError:
+        raise ConfigValueError("--inject-error takes a JSON object") from None
     if args.known_key:
         pairs = [k.partition(":") for k in args.known_key]
         if any(not sep or not key for key, sep, _ in pairs):

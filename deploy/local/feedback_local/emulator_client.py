@@ -29,12 +29,28 @@ def _path(name: str, pool: str | None = None) -> str:
     return f"{CONTROL_PREFIX}/{name}{query}"
 
 
+def injected_error(
+    code: str,
+    *,
+    fraction: float = 1.0,
+    pool: str | None = None,
+    region: str | None = None,
+    operation: str | None = None,
+) -> dict[str, Any]:
+    """One ``injected_errors`` rule; None leaves a scope open (any pool, region, operation)."""
+    rule: dict[str, Any] = {"code": code, "fraction": fraction}
+    scopes = {"pool": pool, "region": region, "operation": operation}
+    rule.update({key: value for key, value in scopes.items() if value is not None})
+    return rule
+
+
 class EmulatorControl:
     """Blocking control client, for fixtures, the local stack and benchmarks.
 
     ``seed`` merges pools/users/events (see ``feedback_local.emulator_state`` for the shape);
     ``configure`` applies a partial config and returns the whole of it; ``reset`` restores the
-    start-up config and clears stats (and data with ``clear_data=True``).
+    start-up config and clears stats (and data with ``clear_data=True``). ``inject`` stages an
+    error for a pool, a region or an operation.
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
@@ -77,6 +93,26 @@ class EmulatorControl:
 
     def writes(self, pool: str | None = None) -> dict[str, Any]:
         return dict(self._call("GET", _path("writes", pool)))
+
+    def inject(
+        self,
+        code: str,
+        *,
+        fraction: float = 1.0,
+        pool: str | None = None,
+        region: str | None = None,
+        operation: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a rule (see ``injected_error``) after the current ones, where the first
+        matching rule wins; returns the whole config."""
+        rule = injected_error(
+            code, fraction=fraction, pool=pool, region=region, operation=operation
+        )
+        rules = [*self.config()["injected_errors"], rule]
+        return self.configure(injected_errors=rules)
+
+    def clear_injected_errors(self) -> dict[str, Any]:
+        return self.configure(injected_errors=[])
 
 
 class AsyncEmulatorControl:
@@ -145,3 +181,23 @@ class AsyncEmulatorControl:
 
     async def writes(self, pool: str | None = None) -> dict[str, Any]:
         return dict(await self._call("GET", _path("writes", pool)))
+
+    async def inject(
+        self,
+        code: str,
+        *,
+        fraction: float = 1.0,
+        pool: str | None = None,
+        region: str | None = None,
+        operation: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a rule (see ``injected_error``) after the current ones, where the first
+        matching rule wins; returns the whole config."""
+        rule = injected_error(
+            code, fraction=fraction, pool=pool, region=region, operation=operation
+        )
+        rules = [*(await self.config())["injected_errors"], rule]
+        return await self.configure(injected_errors=rules)
+
+    async def clear_injected_errors(self) -> dict[str, Any]:
+        return await self.configure(injected_errors=[])

@@ -13,7 +13,6 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from feedback_local.emulator_wire import (
-    ACCESS_DENIED,
     INCOMPLETE_SIGNATURE,
     INVALID_SIGNATURE,
     MISSING_AUTH_TOKEN,
@@ -41,6 +40,11 @@ class Caller:
 
     access_key: str
     region: str
+
+    @property
+    def arn(self) -> str:
+        """The principal as IAM names it in an AccessDenied message."""
+        return f"arn:aws:iam::{ACCOUNT_ID}:user/{self.access_key}"
 
 
 @dataclass(frozen=True)
@@ -136,15 +140,12 @@ def authenticate(
     headers: Mapping[str, Iterable[str]],
     body: bytes,
     known_keys: Mapping[str, str],
-    denied_access_keys: frozenset[str],
-    action: str,
     now: dt.datetime | None = None,
 ) -> Caller:
-    """Check a request's SigV4 signature and permissions, or raise the ApiError AWS would send.
+    """Check a request's SigV4 signature, or raise the ApiError AWS would send.
 
     `headers` maps lower-case header names to all their values; `url` is the URL the client
-    addressed (scheme, Host header, raw path and query); `action` names the operation for
-    the AccessDenied message.
+    addressed (scheme, Host header, raw path and query).
     """
     authorization = next(iter(headers.get("authorization", ())), None)
     if authorization is None:
@@ -170,12 +171,4 @@ def authenticate(
     expected = _expected_signature(auth, secret, amz_date, method, url, headers, body)
     if not hmac.compare_digest(expected, auth.signature):
         raise ApiError(INVALID_SIGNATURE, _MISMATCH)
-    if auth.access_key in denied_access_keys:
-        permission = f"{SERVICE}:{action}"
-        raise ApiError(
-            ACCESS_DENIED,
-            f"User: arn:aws:iam::{ACCOUNT_ID}:user/{auth.access_key} is not authorized to "
-            f"perform: {permission} on resource: arn:aws:{SERVICE}:{auth.region}:{ACCOUNT_ID}:"
-            f"userpool/* because no identity-based policy allows the {permission} action",
-        )
     return Caller(access_key=auth.access_key, region=auth.region)

@@ -1,5 +1,5 @@
 """AWS JSON 1.1 wire details of the emulated service: error codes, their HTTP statuses and body
-shapes, content type and request ids.
+shapes, the untyped answers a load balancer gives, content type and request ids.
 
 Statuses follow the Amazon Cognito API reference (the operation pages and Common Error Types);
 tests/data/cognito_error_shapes.json records them with their sources, and a test holds every
@@ -26,6 +26,10 @@ INVALID_PARAMETER = "InvalidParameterException"
 RESOURCE_NOT_FOUND = "ResourceNotFoundException"
 USER_NOT_FOUND = "UserNotFoundException"
 ADDON_NOT_ENABLED = "UserPoolAddOnNotEnabledException"
+NOT_AUTHORIZED = "NotAuthorizedException"
+OPERATION_NOT_ENABLED = "OperationNotEnabledException"
+FORBIDDEN = "ForbiddenException"
+LIMIT_EXCEEDED = "LimitExceededException"
 TOO_MANY_REQUESTS = "TooManyRequestsException"
 INTERNAL_ERROR = "InternalErrorException"
 MISSING_AUTH_TOKEN = "MissingAuthenticationTokenException"  # noqa: S105 - an error code
@@ -43,6 +47,10 @@ ERROR_CODES = frozenset(
         RESOURCE_NOT_FOUND,
         USER_NOT_FOUND,
         ADDON_NOT_ENABLED,
+        NOT_AUTHORIZED,
+        OPERATION_NOT_ENABLED,
+        FORBIDDEN,
+        LIMIT_EXCEEDED,
         TOO_MANY_REQUESTS,
         INTERNAL_ERROR,
         MISSING_AUTH_TOKEN,
@@ -66,10 +74,23 @@ _STATUS = {
 # Cognito spells the message member "Message" in a SerializationException, "message" elsewhere.
 _MESSAGE_KEY = {SERIALIZATION: "Message"}
 
-# Outcomes that have no __type on the wire, named for the stats only.
-UNTYPED_THROTTLE = "UntypedThrottle"
+# Answers with no __type, named here for injection and for the stats.
+HTTP_503 = "HTTP503"  # a load balancer's 503: HTML body
+HTTP_502 = "HTTP502"  # a load balancer's 502: HTML body
+HTTP_429 = "HTTP429"  # a 429 with an empty body
+UNTYPED_THROTTLE = "UntypedThrottle"  # 400 {"message": "Rate exceeded"}
 DROPPED_CONNECTION = "DroppedConnection"
-THROTTLE_OUTCOMES = frozenset({TOO_MANY_REQUESTS, UNTYPED_THROTTLE})
+UNTYPED_ANSWERS = frozenset({HTTP_503, HTTP_502, HTTP_429})
+THROTTLE_OUTCOMES = frozenset({TOO_MANY_REQUESTS, UNTYPED_THROTTLE, HTTP_429})
+
+_GATEWAY_PAGE = (
+    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+_UNTYPED_STATUS = {
+    HTTP_503: (503, "Service Temporarily Unavailable"),
+    HTTP_502: (502, "Bad Gateway"),
+}
 
 # Cheap unique request ids: a per-process random prefix and a counter, in UUID layout.
 _REQUEST_ID_PREFIX = os.urandom(8).hex()
@@ -119,3 +140,16 @@ def json_response(body: Any, status: int = 200, *, error_type: str | None = None
 def untyped_throttle_response() -> web.Response:
     """The bare throttle Cognito has been seen to send: no __type, so botocore's code is "400"."""
     return json_response({"message": "Rate exceeded"}, HTTP_CLIENT_ERROR)
+
+
+def untyped_response(kind: str) -> web.Response:
+    """HTTP503/HTTP502: a load balancer's HTML page; HTTP429: a 429 with an empty body. None
+    has a __type, so botocore reports the status as the code ("503", "502", "429")."""
+    if kind == HTTP_429:
+        return web.Response(status=429, body=b"")
+    status, reason = _UNTYPED_STATUS[kind]
+    return web.Response(
+        status=status,
+        text=_GATEWAY_PAGE.format(status=status, reason=reason),
+        content_type="text/html",
+    )
