@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 
 from feedback_local.emulator_config import injectable_codes
@@ -35,6 +36,22 @@ async def _injected(code: str, url: str, pool: str, emulator: EmulatorControl) -
     return await api.call_raw(url, _params(pool))
 
 
+async def _expired_token(url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(emulator.container_credentials_url) as response,
+    ):
+        credentials = await response.json()
+    emulator.expire_credentials()
+    return await api.call_raw(
+        url,
+        _params(pool),
+        access_key=credentials["AccessKeyId"],
+        secret=credentials["SecretAccessKey"],
+        token=credentials["Token"],
+    )
+
+
 async def _unsigned(url: str, pool: str, emulator: EmulatorControl) -> api.RawAnswer:
     headers = {"X-Amz-Target": f"{api.TARGET_PREFIX}.{FEEDBACK}", "Content-Type": api.JSON_11}
     return await api.post_raw(url, headers, json.dumps(_params(pool)).encode())
@@ -58,6 +75,7 @@ async def _untyped_throttle(url: str, pool: str, emulator: EmulatorControl) -> a
 
 # How to make the emulator answer each code that is not simply injected.
 _TRIGGERS: dict[str, _Trigger] = {
+    "ExpiredTokenException": _expired_token,
     "UnrecognizedClientException": lambda url, pool, _: api.call_raw(
         url, _params(pool), access_key="AKUNKNOWN", secret="x"
     ),

@@ -1,8 +1,8 @@
 """A Cognito threat-protection emulator speaking the real wire protocol (AWS JSON 1.1, SigV4).
 
 moto has no AdminUpdateAuthEventFeedback, so real aiobotocore clients are pointed here with
-AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures, validates against botocore's
-service model, keeps pools per region, enforces
+AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures (long-term keys and session
+tokens it issued), validates against botocore's service model, keeps pools per region, enforces
 the per-region write and read quotas and the per-user write quota, and can add latency and
 faults scoped to a pool, a region or an operation. Control endpoints live under
 ``/_emulator/`` (unsigned JSON); deploy/local/README.md lists them.
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from feedback_local import emulator_faults as faults
 from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
+from feedback_local.emulator_credentials import SessionIssuer
 from feedback_local.emulator_ops import CognitoService
 from feedback_local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
 from feedback_local.emulator_sigv4 import Caller, authenticate
@@ -43,7 +44,9 @@ from worker import awsmodel
 LOOPBACK = "127.0.0.1"
 READY_PREFIX = "EMULATOR_URL="
 CONTROL = "/_emulator"
+CONTAINER_CREDENTIALS_PATH = f"{CONTROL}/container-credentials"
 SHUTDOWN_TIMEOUT_S = 1.0
+HTTP_UNAVAILABLE = 503
 
 
 def _control_error(message: str) -> web.Response:
@@ -64,6 +67,7 @@ class Emulator:
         self.config = self.initial_config
         self.store = Store()
         self.stats = Stats(stats_window_s)
+        self.sessions = SessionIssuer()
         self._quotas = Quotas(self.config)
         self._service = CognitoService(self.store, self._quotas)
         self._port = port
@@ -89,6 +93,8 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/stats", self._stats)
         app.router.add_get(f"{CONTROL}/writes", self._writes)
         app.router.add_get(f"{CONTROL}/health", self._health)
+        app.router.add_get(CONTAINER_CREDENTIALS_PATH, self._container_credentials)
+        app.router.add_post(f"{CONTROL}/credentials/expire", self._expire_credentials)
         return app
 
     async def start(self) -> str:
@@ -178,6 +184,7 @@ class Emulator:
             headers=headers,
             body=body,
             known_keys=config.known_keys,
+            sessions=self.sessions,
         )
 
     def _staged_fault(
@@ -241,6 +248,23 @@ class Emulator:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pools": len(self.store.pools)})
+
+    async def _container_credentials(self, request: web.Request) -> web.Response:
+        """The ECS container-credentials endpoint, in the mode the config names: "fresh"
+        issues a new set on every fetch, "stale" hands out the last set again (expired or
+        not), "unavailable" answers 503."""
+        mode = self.config.container_credentials
+        if mode == "unavailable":
+            return web.Response(status=HTTP_UNAVAILABLE, text="credentials are unavailable")
+        credentials = self.sessions.last if mode == "stale" else None
+        if credentials is None:
+            credentials = self.sessions.issue(
+                self.config.session_credentials_lifetime_s, time.time()
+            )
+        return web.json_response(credentials.to_container_json())
+
+    async def _expire_credentials(self, request: web.Request) -> web.Response:
+        return web.json_response({"expired": self.sessions.expire_all()})
 
 
 def _require_known(known: bool, operation: str) -> None:

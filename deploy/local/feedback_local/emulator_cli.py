@@ -34,6 +34,7 @@ _PLAIN_SETTINGS = (
     "fault_internal_error",
     "fault_untyped_throttle",
     "fault_drop_connection",
+    "session_credentials_lifetime_s",
 )
 
 
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="JSON",
         help='a rule such as {"code": "InternalErrorException", "region": "eu-west-1"}',
+    )
+    parser.add_argument(
+        "--session-credentials-lifetime-s",
+        type=float,
+        default=defaults.session_credentials_lifetime_s,
     )
     parser.add_argument("--denied-access-key", action="append", default=[], metavar="KEY")
     parser.add_argument(

@@ -17,6 +17,7 @@ from typing import Any, Self
 import aiohttp
 
 CONTROL_PREFIX = "/_emulator"
+CONTAINER_CREDENTIALS_PATH = f"{CONTROL_PREFIX}/container-credentials"
 CONTROL_TIMEOUT_S = 10.0
 
 
@@ -50,7 +51,8 @@ class EmulatorControl:
     ``seed`` merges pools/users/events (see ``feedback_local.emulator_state`` for the shape);
     ``configure`` applies a partial config and returns the whole of it; ``reset`` restores the
     start-up config and clears stats (and data with ``clear_data=True``). ``inject`` stages an
-    error for a pool, a region or an operation.
+    error for a pool, a region or an operation; ``container_credentials_url`` and
+    ``expire_credentials`` drive session tokens.
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
@@ -113,6 +115,15 @@ class EmulatorControl:
 
     def clear_injected_errors(self) -> dict[str, Any]:
         return self.configure(injected_errors=[])
+
+    def expire_credentials(self) -> int:
+        """Expire every session token issued so far; returns how many were issued."""
+        return int(self._call("POST", _path("credentials/expire"), {})["expired"])
+
+    @property
+    def container_credentials_url(self) -> str:
+        """For ``AWS_CONTAINER_CREDENTIALS_FULL_URI``: botocore fetches session credentials here."""
+        return self.base_url + CONTAINER_CREDENTIALS_PATH
 
 
 class AsyncEmulatorControl:
@@ -201,3 +212,10 @@ class AsyncEmulatorControl:
 
     async def clear_injected_errors(self) -> dict[str, Any]:
         return await self.configure(injected_errors=[])
+
+    async def expire_credentials(self) -> int:
+        return int((await self._call("POST", _path("credentials/expire"), {}))["expired"])
+
+    @property
+    def container_credentials_url(self) -> str:
+        return self.base_url + CONTAINER_CREDENTIALS_PATH

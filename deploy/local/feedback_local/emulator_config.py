@@ -20,7 +20,9 @@ from worker import awsmodel
 DEFAULT_QUOTA_PER_REGION = 25.0  # Cognito's user-write category, requests/s, not adjustable
 DEFAULT_READ_QUOTA_PER_REGION = 120.0  # the UserRead category's default, requests/s
 DEFAULT_PER_USER_LIMIT = 10.0  # write requests/s for one user
+DEFAULT_SESSION_LIFETIME_S = 3600.0  # how long issued session credentials stay valid
 DEFAULT_KNOWN_KEYS = {"testing": "testing"}
+CONTAINER_CREDENTIALS_MODES = ("fresh", "stale", "unavailable")
 
 _FAULT_FIELDS = ("fault_internal_error", "fault_untyped_throttle", "fault_drop_connection")
 _RATE_FIELDS = (
@@ -84,6 +86,8 @@ class EmulatorConfig:
     injected_errors: tuple[InjectedError, ...] = ()
     denied_access_keys: frozenset[str] = frozenset()
     known_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KNOWN_KEYS))
+    session_credentials_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
+    container_credentials: str = "fresh"
 
     @property
     def region_bucket_size(self) -> float:
@@ -161,6 +165,23 @@ def _rule(raw: Any) -> InjectedError:
     )
 
 
+def _coerce_other(name: str, value: Any) -> Any:
+    if name == "session_credentials_lifetime_s":
+        if _number(name, value) <= 0:
+            raise ConfigValueError(f"{name} must be above 0")
+        return float(value)
+    if name == "container_credentials":
+        if value not in CONTAINER_CREDENTIALS_MODES:
+            raise ConfigValueError(f"{name} is one of {', '.join(CONTAINER_CREDENTIALS_MODES)}")
+        return value
+    # known_keys: the whole map is replaced, so a key can also be revoked.
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigValueError("known_keys must map access key ids to secret keys")
+    return dict(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name == "burst" and value is None:
         return None
@@ -177,9 +198,4 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str) or not all(isinstance(k, str) for k in value):
             raise ConfigValueError("denied_access_keys must be a list of access key ids")
         return frozenset(value)
-    # known_keys: the whole map is replaced, so a key can also be revoked.
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigValueError("known_keys must map access key ids to secret keys")
-    return dict(value)
+    return _coerce_other(name, value)

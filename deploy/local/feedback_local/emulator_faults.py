@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from feedback_local.emulator_config import EmulatorConfig, InjectedError
-from feedback_local.emulator_sigv4 import ACCOUNT_ID, SERVICE, Caller
+from feedback_local.emulator_credentials import ACCOUNT_ID
+from feedback_local.emulator_sigv4 import SERVICE, Caller
 from feedback_local.emulator_wire import (
     ACCESS_DENIED,
     ADDON_NOT_ENABLED,

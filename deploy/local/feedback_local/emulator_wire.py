@@ -36,6 +36,7 @@ MISSING_AUTH_TOKEN = "MissingAuthenticationTokenException"  # noqa: S105 - an er
 INVALID_SIGNATURE = "InvalidSignatureException"
 INCOMPLETE_SIGNATURE = "IncompleteSignatureException"
 UNRECOGNIZED_CLIENT = "UnrecognizedClientException"
+EXPIRED_TOKEN = "ExpiredTokenException"  # noqa: S105 - an error code
 ACCESS_DENIED = "AccessDeniedException"
 UNKNOWN_OPERATION = "UnknownOperationException"
 SERIALIZATION = "SerializationException"
@@ -57,6 +58,7 @@ ERROR_CODES = frozenset(
         INVALID_SIGNATURE,
         INCOMPLETE_SIGNATURE,
         UNRECOGNIZED_CLIENT,
+        EXPIRED_TOKEN,
         ACCESS_DENIED,
         UNKNOWN_OPERATION,
         SERIALIZATION,
@@ -67,6 +69,7 @@ ERROR_CODES = frozenset(
 _STATUS = {
     INTERNAL_ERROR: HTTP_SERVER_ERROR,
     ACCESS_DENIED: HTTP_FORBIDDEN,
+    EXPIRED_TOKEN: HTTP_FORBIDDEN,
     UNRECOGNIZED_CLIENT: HTTP_FORBIDDEN,
     MISSING_AUTH_TOKEN: HTTP_FORBIDDEN,
     UNKNOWN_OPERATION: HTTP_NOT_FOUND,
