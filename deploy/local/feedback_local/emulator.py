@@ -185,6 +185,7 @@ class Emulator:
             body=body,
             known_keys=config.known_keys,
             sessions=self.sessions,
+            bound_region=config.bound_region,
         )
 
     def _staged_fault(

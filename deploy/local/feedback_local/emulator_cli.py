@@ -35,6 +35,7 @@ _PLAIN_SETTINGS = (
     "fault_untyped_throttle",
     "fault_drop_connection",
     "session_credentials_lifetime_s",
+    "bound_region",
 )
 
 
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--session-credentials-lifetime-s",
         type=float,
         default=defaults.session_credentials_lifetime_s,
+    )
+    parser.add_argument(
+        "--bound-region", default=None, help="refuse requests signed for any other region"
     )
     parser.add_argument("--denied-access-key", action="append", default=[], metavar="KEY")
     parser.add_argument(

@@ -51,8 +51,8 @@ class EmulatorControl:
     ``seed`` merges pools/users/events (see ``feedback_local.emulator_state`` for the shape);
     ``configure`` applies a partial config and returns the whole of it; ``reset`` restores the
     start-up config and clears stats (and data with ``clear_data=True``). ``inject`` stages an
-    error for a pool, a region or an operation; ``container_credentials_url`` and
-    ``expire_credentials`` drive session tokens.
+    error for a pool, a region or an operation; ``bind_region`` makes the emulator a regional
+    endpoint; ``container_credentials_url`` and ``expire_credentials`` drive session tokens.
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
@@ -115,6 +115,10 @@ class EmulatorControl:
 
     def clear_injected_errors(self) -> dict[str, Any]:
         return self.configure(injected_errors=[])
+
+    def bind_region(self, region: str | None) -> dict[str, Any]:
+        """Refuse requests signed for any region but `region` (None: accept every region)."""
+        return self.configure(bound_region=region)
 
     def expire_credentials(self) -> int:
         """Expire every session token issued so far; returns how many were issued."""
@@ -212,6 +216,9 @@ class AsyncEmulatorControl:
 
     async def clear_injected_errors(self) -> dict[str, Any]:
         return await self.configure(injected_errors=[])
+
+    async def bind_region(self, region: str | None) -> dict[str, Any]:
+        return await self.configure(bound_region=region)
 
     async def expire_credentials(self) -> int:
         return int((await self._call("POST", _path("credentials/expire"), {}))["expired"])

@@ -1,4 +1,4 @@
-"""The emulator's tunable behaviour: quotas, latency, faults and credentials."""
+"""The emulator's tunable behaviour: quotas, latency, faults, credentials and region binding."""
 
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ class EmulatorConfig:
     known_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KNOWN_KEYS))
     session_credentials_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
     container_credentials: str = "fresh"
+    bound_region: str | None = None
 
     @property
     def region_bucket_size(self) -> float:
@@ -174,6 +175,8 @@ def _coerce_other(name: str, value: Any) -> Any:
         if value not in CONTAINER_CREDENTIALS_MODES:
             raise ConfigValueError(f"{name} is one of {', '.join(CONTAINER_CREDENTIALS_MODES)}")
         return value
+    if name == "bound_region":
+        return _optional_text(name, value)
     # known_keys: the whole map is replaced, so a key can also be revoked.
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()

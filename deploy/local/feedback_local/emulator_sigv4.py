@@ -161,10 +161,16 @@ def _secret(
     return secret, False
 
 
-def _check_scope(auth: _Authorization) -> None:
+def _check_scope(auth: _Authorization, bound_region: str | None) -> None:
     if auth.service != SERVICE:
         raise ApiError(
             INVALID_SIGNATURE, f"Credential should be scoped to correct service: '{SERVICE}'."
+        )
+    if bound_region is not None and auth.region != bound_region:
+        # What a regional endpoint answers a request signed for another region.
+        raise ApiError(
+            INVALID_SIGNATURE,
+            f"Credential should be scoped to a valid region, not '{auth.region}'.",
         )
     if "host" not in auth.signed_headers:
         raise ApiError(
@@ -181,18 +187,20 @@ def authenticate(
     body: bytes,
     known_keys: Mapping[str, str],
     sessions: SessionIssuer,
+    bound_region: str | None = None,
     now: dt.datetime | None = None,
 ) -> Caller:
     """Check a request's SigV4 signature, or raise the ApiError AWS would send.
 
     `headers` maps lower-case header names to all their values; `url` is the URL the client
-    addressed (scheme, Host header, raw path and query).
+    addressed (scheme, Host header, raw path and query). With `bound_region` set, a request
+    signed for any other region is refused, as a regional endpoint refuses it.
     """
     authorization = next(iter(headers.get("authorization", ())), None)
     if authorization is None:
         raise ApiError(MISSING_AUTH_TOKEN, "Missing Authentication Token")
     auth = _parse_authorization(authorization)
-    _check_scope(auth)
+    _check_scope(auth, bound_region)
     amz_date = next(iter(headers.get("x-amz-date", ())), None)
     now = now or dt.datetime.now(dt.UTC)
     _check_date(amz_date, auth.date, now)
