@@ -9,17 +9,13 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import botocore
 import pytest
 from aiobotocore.config import AioConfig
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +29,7 @@ from feedback_local.emulator_client import (
 )
 from feedback_local.emulator_config import EmulatorConfig
 from feedback_local.stack import LocalStack
+from tests.support import cognito as api
 from worker import awsmodel
 
 if TYPE_CHECKING:
@@ -42,78 +39,7 @@ FEEDBACK = awsmodel.FEEDBACK_OPERATION
 LIST_EVENTS = awsmodel.LIST_EVENTS_OPERATION
 REGION = "us-east-1"
 OTHER_REGION = "eu-west-1"
-TARGET_PREFIX = "AWSCognitoIdentityProviderService"
-JSON_11 = "application/x-amz-json-1.1"
 NO_LIMITS = {"quota_per_region": 0, "per_user_limit": 0}
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response["Error"]["Code"])
-
-
-async def _send(client: CognitoIdentityProviderClient, params: dict[str, Any]) -> str | None:
-    """Send one AdminUpdateAuthEventFeedback; the error code, or None on success."""
-    try:
-        await client.admin_update_auth_event_feedback(**params)
-    except ClientError as error:
-        return _code(error)
-    return None
-
-
-async def _feedback(
-    client: CognitoIdentityProviderClient,
-    pool_id: str,
-    username: str = "alice",
-    event_id: str = "ev-1",
-    value: str = "Invalid",
-) -> str | None:
-    params = {
-        "UserPoolId": pool_id,
-        "Username": username,
-        "EventId": event_id,
-        "FeedbackValue": value,
-    }
-    return await _send(client, params)
-
-
-def _sign(
-    url: str,
-    operation: str,
-    body: bytes,
-    *,
-    region: str = REGION,
-    secret: str = "testing",  # noqa: S107 - the local stack's dummy secret
-    service: str = "cognito-idp",
-    at: dt.datetime | None = None,
-) -> dict[str, str]:
-    """Headers of a request signed with botocore's SigV4 signer, optionally at another time."""
-    request = AWSRequest(
-        method="POST",
-        url=url + "/",
-        data=body,
-        headers={"Content-Type": JSON_11, "X-Amz-Target": f"{TARGET_PREFIX}.{operation}"},
-    )
-    timestamp = (at or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
-    request.context["timestamp"] = timestamp
-    request.headers["X-Amz-Date"] = timestamp
-    signer = SigV4Auth(Credentials("testing", secret), service, region)
-    signature = signer.signature(
-        signer.string_to_sign(request, signer.canonical_request(request)), request
-    )
-    signed = signer.signed_headers(signer.headers_to_sign(request))
-    request.headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential=testing/{timestamp[:8]}/{region}/{service}/aws4_request, "
-        f"SignedHeaders={signed}, Signature={signature}"
-    )
-    return dict(request.headers.items())
-
-
-async def _post(url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url + "/", data=body, headers=dict(headers)) as response,
-    ):
-        return response.status, json.loads(await response.read())
 
 
 # -- the happy path and the readback ---------------------------------------------------------
@@ -125,7 +51,7 @@ async def test_feedback_is_read_back_with_value_provider_and_date(
     pool = seed_pool(users={"alice": ["ev-1"]})
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
 
-    assert await _feedback(cognito_client, pool, value="Invalid") is None
+    assert await api.feedback(cognito_client, pool, value="Invalid") is None
 
     page = await cognito_client.admin_list_user_auth_events(UserPoolId=pool, Username="alice")
     (event,) = page["AuthEvents"]
@@ -145,7 +71,7 @@ async def test_the_last_write_wins_and_every_write_is_counted(
     pool = seed_pool(users={"alice": ["ev-1", "ev-2"]})
 
     for value in ("Valid", "Invalid", "Valid"):
-        assert await _feedback(cognito_client, pool, value=value) is None
+        assert await api.feedback(cognito_client, pool, value=value) is None
 
     writes = {row["event_id"]: row for row in emulator.writes(pool)["events"]}
     assert (writes["ev-1"]["writes"], writes["ev-1"]["feedback_value"]) == (3, "Valid")
@@ -206,7 +132,7 @@ async def test_a_next_token_of_another_user_is_refused(
         await cognito_client.admin_list_user_auth_events(
             UserPoolId=pool, Username="bob", NextToken=page["NextToken"]
         )
-    assert _code(caught.value) == "InvalidParameterException"
+    assert api.code_of(caught.value) == "InvalidParameterException"
 
 
 # -- documented errors -----------------------------------------------------------------------
@@ -240,11 +166,11 @@ async def test_documented_errors_are_answered_with_their_codes(
     username = change.get("username", "alice")
 
     if operation == FEEDBACK:
-        code = await _feedback(cognito_client, pool, username, change.get("event_id", "ev-1"))
+        code = await api.feedback(cognito_client, pool, username, change.get("event_id", "ev-1"))
     else:
         with pytest.raises(ClientError) as caught:
             await cognito_client.admin_list_user_auth_events(UserPoolId=pool, Username=username)
-        code = _code(caught.value)
+        code = api.code_of(caught.value)
 
     assert code == expected
     assert expected in awsmodel.operation_error_codes(operation)
@@ -257,8 +183,8 @@ async def test_a_pool_exists_only_in_the_region_of_its_id(
     home = await cognito_client_factory(OTHER_REGION)
     elsewhere = await cognito_client_factory(REGION)
 
-    assert await _feedback(elsewhere, pool) == "ResourceNotFoundException"
-    assert await _feedback(home, pool) is None
+    assert await api.feedback(elsewhere, pool) == "ResourceNotFoundException"
+    assert await api.feedback(home, pool) is None
 
 
 async def test_an_operation_the_emulator_lacks_is_an_unknown_operation(
@@ -266,7 +192,7 @@ async def test_an_operation_the_emulator_lacks_is_an_unknown_operation(
 ) -> None:
     with pytest.raises(ClientError) as caught:
         await cognito_client.admin_get_user(UserPoolId="us-east-1_AbC", Username="alice")
-    assert _code(caught.value) == "UnknownOperationException"
+    assert api.code_of(caught.value) == "UnknownOperationException"
 
 
 # -- validation from the service model -------------------------------------------------------
@@ -344,7 +270,7 @@ async def test_values_the_model_allows_pass_validation(
     field, value = case
     assert awsmodel.input_constraints(FEEDBACK)[field].violation(value) is None
 
-    assert await _send(cognito_client, {**_VALID, field: value}) != "InvalidParameterException"
+    assert await api.send(cognito_client, {**_VALID, field: value}) != "InvalidParameterException"
 
 
 @pytest.mark.usefixtures("no_limits")
@@ -360,7 +286,7 @@ async def test_values_the_model_forbids_are_invalid_parameters_naming_the_field(
     with pytest.raises(ClientError) as caught:
         await cognito_client.admin_update_auth_event_feedback(**params)
 
-    assert _code(caught.value) == "InvalidParameterException"
+    assert api.code_of(caught.value) == "InvalidParameterException"
     message = caught.value.response["Error"]["Message"]
     member = f"'{field[0].lower()}{field[1:]}'"
     # AWS's wording; a member the model marks sensitive (Username) never has its value echoed.
@@ -372,7 +298,7 @@ async def test_a_missing_required_member_is_an_invalid_parameter(local_stack: Lo
     body = json.dumps({"UserPoolId": "us-east-1_AbC", "Username": "alice"}).encode()
     url = local_stack.cognito_endpoint
 
-    status, answer = await _post(url, _sign(url, FEEDBACK, body), body)
+    status, answer = await api.post(url, api.sign(url, FEEDBACK, body), body)
 
     assert (status, answer["__type"]) == (400, "InvalidParameterException")
     assert answer["message"].startswith("2 validation errors detected")
@@ -388,7 +314,7 @@ async def test_max_results_above_the_model_bound_is_an_invalid_parameter(
         await cognito_client.admin_list_user_auth_events(
             UserPoolId=pool, Username="alice", MaxResults=61
         )
-    assert _code(caught.value) == "InvalidParameterException"
+    assert api.code_of(caught.value) == "InvalidParameterException"
 
 
 # -- authentication --------------------------------------------------------------------------
@@ -399,7 +325,7 @@ async def test_an_unsigned_request_is_missing_its_authentication_token(
 ) -> None:
     pool = seed_pool(users={"alice": ["ev-1"]})
     client = await cognito_client_factory(config=AioConfig(signature_version=botocore.UNSIGNED))
-    assert await _feedback(client, pool) == "MissingAuthenticationTokenException"
+    assert await api.feedback(client, pool) == "MissingAuthenticationTokenException"
 
 
 async def test_a_wrong_secret_is_an_invalid_signature(
@@ -408,7 +334,7 @@ async def test_a_wrong_secret_is_an_invalid_signature(
     pool = seed_pool(users={"alice": ["ev-1"]})
     client = await cognito_client_factory(secret_key="not-the-secret")
 
-    assert await _feedback(client, pool) == "InvalidSignatureException"
+    assert await api.feedback(client, pool) == "InvalidSignatureException"
     assert emulator.writes(pool)["total_writes"] == 0
 
 
@@ -419,7 +345,7 @@ _Tamper = Callable[[dict[str, str], bytes], tuple[dict[str, str], bytes]]
     "tamper",
     [
         lambda h, b: (h, b.replace(b"Invalid", b"Valid")),
-        lambda h, b: ({**h, "X-Amz-Target": f"{TARGET_PREFIX}.{LIST_EVENTS}"}, b),
+        lambda h, b: ({**h, "X-Amz-Target": f"{api.TARGET_PREFIX}.{LIST_EVENTS}"}, b),
     ],
     ids=["body", "target"],
 )
@@ -429,9 +355,9 @@ async def test_a_request_changed_after_signing_is_an_invalid_signature(
     pool = seed_pool(users={"alice": ["ev-1"]})
     body = json.dumps({**_VALID, "UserPoolId": pool, "FeedbackValue": "Invalid"}).encode()
     url = local_stack.cognito_endpoint
-    headers, sent = tamper(_sign(url, FEEDBACK, body), body)
+    headers, sent = tamper(api.sign(url, FEEDBACK, body), body)
 
-    status, answer = await _post(url, headers, sent)
+    status, answer = await api.post(url, headers, sent)
 
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
     assert "does not match" in answer["message"]
@@ -453,7 +379,7 @@ async def test_the_signature_scope_and_age_are_checked(
     body = json.dumps({**_VALID, "UserPoolId": pool}).encode()
     url = local_stack.cognito_endpoint
 
-    status, answer = await _post(url, _sign(url, FEEDBACK, body, **signing), body)
+    status, answer = await api.post(url, api.sign(url, FEEDBACK, body, **signing), body)
 
     assert (status, answer["__type"]) == (400, expected)
 
@@ -469,9 +395,9 @@ async def test_unknown_and_denied_access_keys_are_refused(
     denied = await cognito_client_factory(access_key="AKDENIED", secret_key="s3cret")
     wrong_secret_of_denied = await cognito_client_factory(access_key="AKDENIED", secret_key="x")
 
-    assert await _feedback(unknown, pool) == "UnrecognizedClientException"
-    assert await _feedback(denied, pool) == "AccessDeniedException"
-    assert await _feedback(wrong_secret_of_denied, pool) == "InvalidSignatureException"
+    assert await api.feedback(unknown, pool) == "UnrecognizedClientException"
+    assert await api.feedback(denied, pool) == "AccessDeniedException"
+    assert await api.feedback(wrong_secret_of_denied, pool) == "InvalidSignatureException"
 
 
 # -- quotas ----------------------------------------------------------------------------------
@@ -480,7 +406,7 @@ async def test_unknown_and_denied_access_keys_are_refused(
 async def _burst(
     client: CognitoIdentityProviderClient, calls: list[tuple[str, str]], pool: str
 ) -> list[str | None]:
-    return list(await asyncio.gather(*(_feedback(client, pool, u, e) for u, e in calls)))
+    return list(await asyncio.gather(*(api.feedback(client, pool, u, e) for u, e in calls)))
 
 
 async def test_a_burst_of_three_buckets_is_throttled(
@@ -506,7 +432,7 @@ async def test_calls_paced_under_the_quota_are_never_throttled(
 
     outcomes = []
     for _ in range(8):
-        outcomes.append(await _feedback(cognito_client, pool))
+        outcomes.append(await api.feedback(cognito_client, pool))
         await asyncio.sleep(0.05)
 
     assert outcomes == [None] * 8
@@ -521,9 +447,9 @@ async def test_regions_have_separate_quotas(
     client_here = await cognito_client_factory(REGION)
     client_there = await cognito_client_factory(OTHER_REGION)
 
-    assert await _feedback(client_here, here) is None
-    assert await _feedback(client_here, here) == "TooManyRequestsException"
-    assert await _feedback(client_there, there) is None
+    assert await api.feedback(client_here, here) is None
+    assert await api.feedback(client_here, here) == "TooManyRequestsException"
+    assert await api.feedback(client_there, there) is None
 
 
 async def test_reads_take_nothing_from_the_write_quota(
@@ -535,8 +461,8 @@ async def test_reads_take_nothing_from_the_write_quota(
     for _ in range(5):
         await cognito_client.admin_list_user_auth_events(UserPoolId=pool, Username="alice")
 
-    assert await _feedback(cognito_client, pool) is None
-    assert await _feedback(cognito_client, pool) == "TooManyRequestsException"
+    assert await api.feedback(cognito_client, pool) is None
+    assert await api.feedback(cognito_client, pool) == "TooManyRequestsException"
 
 
 async def test_one_user_is_throttled_while_as_many_users_are_not(
@@ -567,7 +493,7 @@ async def test_an_injected_internal_error_is_an_http_500_and_writes_nothing(
             UserPoolId=pool, Username="alice", EventId="ev-1", FeedbackValue="Valid"
         )
 
-    assert _code(caught.value) == "InternalErrorException"
+    assert api.code_of(caught.value) == "InternalErrorException"
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     assert emulator.writes(pool)["total_writes"] == 0
 
@@ -583,8 +509,8 @@ async def test_an_injected_untyped_throttle_is_a_bare_rate_exceeded_body(
     body = json.dumps({**_VALID, "UserPoolId": pool}).encode()
     url = local_stack.cognito_endpoint
 
-    raw = await _post(url, _sign(url, FEEDBACK, body), body)
-    code = await _feedback(cognito_client, pool)
+    raw = await api.post(url, api.sign(url, FEEDBACK, body), body)
+    code = await api.feedback(cognito_client, pool)
 
     assert raw == (400, {"message": "Rate exceeded"})
     assert code == "400"  # botocore's code when the body has no __type
@@ -597,7 +523,7 @@ async def test_an_injected_drop_closes_the_connection_without_an_answer(
     pool = seed_pool(users={"alice": ["ev-1"]})
 
     with pytest.raises(ConnectionClosedError):
-        await _feedback(cognito_client, pool)
+        await api.feedback(cognito_client, pool)
     assert emulator.stats()["errors"] == {"DroppedConnection": 1}
 
 
@@ -607,7 +533,7 @@ async def test_fault_fractions_split_the_calls_and_spare_the_reads(
     emulator.configure(fault_internal_error=0.5, fault_untyped_throttle=0.5, **NO_LIMITS)
     pool = seed_pool(users={"alice": ["ev-1"]})
 
-    outcomes = [await _feedback(cognito_client, pool) for _ in range(40)]
+    outcomes = [await api.feedback(cognito_client, pool) for _ in range(40)]
     page = await cognito_client.admin_list_user_auth_events(UserPoolId=pool, Username="alice")
 
     assert set(outcomes) == {"InternalErrorException", "400"}
@@ -624,7 +550,7 @@ async def test_latency_longer_than_the_read_timeout_times_the_client_out(
         client = await cognito_client_factory(endpoint_url=emu.url, config=config)
 
         with pytest.raises(ReadTimeoutError):
-            await _feedback(client, "us-east-1_Slow")
+            await api.feedback(client, "us-east-1_Slow")
 
 
 # -- stats and control -----------------------------------------------------------------------
@@ -637,8 +563,8 @@ async def test_stats_count_calls_successes_throttles_and_errors_per_region(
     pool = seed_pool(OTHER_REGION, users={"alice": ["ev-1"]})
     client = await cognito_client_factory(OTHER_REGION)
 
-    outcomes = [await _feedback(client, pool) for _ in range(3)]
-    outcomes.append(await _feedback(client, pool, username="nobody"))
+    outcomes = [await api.feedback(client, pool) for _ in range(3)]
+    outcomes.append(await api.feedback(client, pool, username="nobody"))
     stats = emulator.stats()
 
     assert outcomes == [None, None, "TooManyRequestsException", "TooManyRequestsException"]
@@ -674,15 +600,16 @@ async def test_seeding_merges_users_events_and_the_threat_protection_flag(
     cognito_client: CognitoIdentityProviderClient, seed_pool: SeedPool, emulator: EmulatorControl
 ) -> None:
     pool = seed_pool(users={"alice": ["ev-1"]})
-    assert await _feedback(cognito_client, pool) is None
+    assert await api.feedback(cognito_client, pool) is None
 
     emulator.seed({"pools": [{"id": pool, "users": {"alice": ["ev-2"], "bob": ["ev-3"]}}]})
     assert [
-        await _feedback(cognito_client, pool, u, e) for u, e in (("alice", "ev-2"), ("bob", "ev-3"))
+        await api.feedback(cognito_client, pool, u, e)
+        for u, e in (("alice", "ev-2"), ("bob", "ev-3"))
     ] == [None, None]
     emulator.seed({"pools": [{"id": pool, "threat_protection": False}]})
 
-    assert await _feedback(cognito_client, pool) == "UserPoolAddOnNotEnabledException"
+    assert await api.feedback(cognito_client, pool) == "UserPoolAddOnNotEnabledException"
     rows = emulator.writes(pool)["events"]
     assert sorted((r["event_id"], r["writes"]) for r in rows) == [
         ("ev-1", 1),

@@ -1,9 +1,11 @@
 """A Cognito threat-protection emulator speaking the real wire protocol (AWS JSON 1.1, SigV4).
 
 moto has no AdminUpdateAuthEventFeedback, so real aiobotocore clients are pointed here with
-AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures, validates against botocore's
-service model, keeps pools per region, enforces the per-region and per-user write quotas, and
-can add latency and faults. Control endpoints live under ``/_emulator/`` (unsigned JSON).
+AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER. It checks signatures (long-term keys and session
+tokens it issued), validates against botocore's service model, keeps pools per region, enforces
+the per-region write and read quotas and the per-user write quota, and can add latency and
+faults scoped to a pool, a region or an operation. Control endpoints live under
+``/_emulator/`` (unsigned JSON); deploy/local/README.md lists them.
 
 Run ``python -m feedback_local.emulator --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
 once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() as emu``.
@@ -11,48 +13,40 @@ once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import random
-import signal
 import socket
 import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
+from feedback_local import emulator_faults as faults
 from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
+from feedback_local.emulator_credentials import SessionIssuer
 from feedback_local.emulator_ops import CognitoService
 from feedback_local.emulator_quota import DEFAULT_STATS_WINDOW_S, Quotas, Stats
-from feedback_local.emulator_sigv4 import authenticate
-from feedback_local.emulator_state import SeedError, Store
+from feedback_local.emulator_sigv4 import Caller, authenticate
+from feedback_local.emulator_state import Store
 from feedback_local.emulator_wire import (
-    DROPPED_CONNECTION,
     HTTP_CLIENT_ERROR,
-    HTTP_SERVER_ERROR,
-    INTERNAL_ERROR,
     SERIALIZATION,
     UNKNOWN_OPERATION,
-    UNTYPED_THROTTLE,
     ApiError,
     json_response,
-    untyped_throttle_response,
 )
 from worker import awsmodel
 
 LOOPBACK = "127.0.0.1"
 READY_PREFIX = "EMULATOR_URL="
 CONTROL = "/_emulator"
+CONTAINER_CREDENTIALS_PATH = f"{CONTROL}/container-credentials"
 SHUTDOWN_TIMEOUT_S = 1.0
-EXIT_OK = 0
-EXIT_CANNOT_LISTEN = 1
+HTTP_UNAVAILABLE = 503
 
 
 def _control_error(message: str) -> web.Response:
@@ -73,6 +67,7 @@ class Emulator:
         self.config = self.initial_config
         self.store = Store()
         self.stats = Stats(stats_window_s)
+        self.sessions = SessionIssuer()
         self._quotas = Quotas(self.config)
         self._service = CognitoService(self.store, self._quotas)
         self._port = port
@@ -98,6 +93,8 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/stats", self._stats)
         app.router.add_get(f"{CONTROL}/writes", self._writes)
         app.router.add_get(f"{CONTROL}/health", self._health)
+        app.router.add_get(CONTAINER_CREDENTIALS_PATH, self._container_credentials)
+        app.router.add_post(f"{CONTROL}/credentials/expire", self._expire_credentials)
         return app
 
     async def start(self) -> str:
@@ -157,52 +154,61 @@ class Emulator:
         config = self.config
         try:
             body = await request.read()
-            headers: dict[str, list[str]] = {}
-            for name, value in request.headers.items():
-                headers.setdefault(name.lower(), []).append(value)
-            caller = authenticate(
-                method=request.method,
-                url=f"{request.scheme}://{request.host}{request.raw_path}",
-                headers=headers,
-                body=body,
-                known_keys=config.known_keys,
-                denied_access_keys=config.denied_access_keys,
-                action=operation,
-            )
+            caller = self._authenticate(request, body, config)
             region = caller.region
             _require_known(known, operation)
+            params = _parse_json(body)
+            pool_id = _pool_of(params)
+            if caller.access_key in config.denied_access_keys:
+                raise faults.access_denied(caller, operation, pool_id)
             if config.latency_s or config.latency_jitter_s:
                 await asyncio.sleep(config.latency_s + random.uniform(0, config.latency_jitter_s))
-            faulty = operation == awsmodel.FEEDBACK_OPERATION and config.fault_total > 0
-            if faulty and (faulted := self._inject_fault(request, region, config)) is not None:
-                return faulted
-            result = self._service.call(operation, caller, _parse_json(body), time.monotonic())
+            if (
+                staged := self._staged_fault(request, config, caller, operation, pool_id)
+            ) is not None:
+                return staged
+            result = self._service.call(operation, caller, params, time.monotonic())
         except ApiError as error:
             self.stats.record(op_name, region, error.code)
             return error.response()
         self.stats.record(op_name, region, None)
         return json_response(result)
 
-    def _inject_fault(
-        self, request: web.Request, region: str, config: EmulatorConfig
+    def _authenticate(self, request: web.Request, body: bytes, config: EmulatorConfig) -> Caller:
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        return authenticate(
+            method=request.method,
+            url=f"{request.scheme}://{request.host}{request.raw_path}",
+            headers=headers,
+            body=body,
+            known_keys=config.known_keys,
+            sessions=self.sessions,
+            bound_region=config.bound_region,
+        )
+
+    def _staged_fault(
+        self,
+        request: web.Request,
+        config: EmulatorConfig,
+        caller: Caller,
+        operation: str,
+        pool_id: str | None,
     ) -> web.Response | None:
-        # One draw split into three ranges keeps each kind at its configured fraction.
-        draw = random.random()
-        op = awsmodel.FEEDBACK_OPERATION
-        if draw < config.fault_internal_error:
-            self.stats.record(op, region, INTERNAL_ERROR)
-            return ApiError(INTERNAL_ERROR, "Internal server error", HTTP_SERVER_ERROR).response()
-        draw -= config.fault_internal_error
-        if draw < config.fault_untyped_throttle:
-            self.stats.record(op, region, UNTYPED_THROTTLE)
-            return untyped_throttle_response()
-        draw -= config.fault_untyped_throttle
-        if draw < config.fault_drop_connection:
-            self.stats.record(op, region, DROPPED_CONNECTION)
-            if request.transport is not None:
-                request.transport.abort()  # aiohttp then drops the response it cannot send
-            return web.Response()
-        return None
+        """An injected error (first matching rule) or a global fault fraction, else None."""
+        code = faults.pick(config.injected_errors, operation, caller.region, pool_id)
+        if code is not None:
+            self.stats.record(operation, caller.region, code)
+            return faults.injected_response(code, caller, operation, pool_id)
+        if operation != awsmodel.FEEDBACK_OPERATION or config.fault_total <= 0:
+            return None
+        faulted = faults.legacy_fault(request, config)
+        if faulted is None:
+            return None
+        outcome, response = faulted
+        self.stats.record(operation, caller.region, outcome)
+        return response
 
     # -- control endpoints -----------------------------------------------------------------
 
@@ -244,6 +250,23 @@ class Emulator:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pools": len(self.store.pools)})
 
+    async def _container_credentials(self, request: web.Request) -> web.Response:
+        """The ECS container-credentials endpoint, in the mode the config names: "fresh"
+        issues a new set on every fetch, "stale" hands out the last set again (expired or
+        not), "unavailable" answers 503."""
+        mode = self.config.container_credentials
+        if mode == "unavailable":
+            return web.Response(status=HTTP_UNAVAILABLE, text="credentials are unavailable")
+        credentials = self.sessions.last if mode == "stale" else None
+        if credentials is None:
+            credentials = self.sessions.issue(
+                self.config.session_credentials_lifetime_s, time.time()
+            )
+        return web.json_response(credentials.to_container_json())
+
+    async def _expire_credentials(self, request: web.Request) -> web.Response:
+        return web.json_response({"expired": self.sessions.expire_all()})
+
 
 def _require_known(known: bool, operation: str) -> None:
     if not known:
@@ -257,102 +280,12 @@ def _parse_json(body: bytes) -> Any:
         raise ApiError(SERIALIZATION, "Invalid JSON body") from None
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m feedback_local.emulator",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults = EmulatorConfig()
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--seed", type=Path, help="JSON file in the seed shape")
-    parser.add_argument("--quota-per-region", type=float, default=defaults.quota_per_region)
-    parser.add_argument("--burst", type=float, default=None, help="default: 1 s of quota")
-    parser.add_argument("--per-user-limit", type=float, default=defaults.per_user_limit)
-    parser.add_argument("--latency-s", type=float, default=0.0)
-    parser.add_argument("--latency-jitter-s", type=float, default=0.0)
-    parser.add_argument("--fault-internal-error", type=float, default=0.0)
-    parser.add_argument("--fault-untyped-throttle", type=float, default=0.0)
-    parser.add_argument("--fault-drop-connection", type=float, default=0.0)
-    parser.add_argument("--denied-access-key", action="append", default=[], metavar="KEY")
-    parser.add_argument(
-        "--known-key",
-        action="append",
-        default=[],
-        metavar="KEY:SECRET",
-        help="replaces the default testing:testing when given",
-    )
-    parser.add_argument("--stats-window-s", type=int, default=DEFAULT_STATS_WINDOW_S)
-    parser.add_argument(
-        "--exit-on-stdin-eof",
-        action="store_true",
-        help="stop when stdin closes (the parent process has gone)",
-    )
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    changes: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "quota_per_region",
-            "burst",
-            "per_user_limit",
-            "latency_s",
-            "latency_jitter_s",
-            "fault_internal_error",
-            "fault_untyped_throttle",
-            "fault_drop_connection",
-        )
-    }
-    changes["denied_access_keys"] = args.denied_access_key
-    if args.known_key:
-        pairs = [k.partition(":") for k in args.known_key]
-        if any(not sep or not key for key, sep, _ in pairs):
-            raise ConfigValueError("--known-key takes KEY:SECRET")
-        changes["known_keys"] = {key: secret for key, _, secret in pairs}
-    return EmulatorConfig().updated(changes)
-
-
-async def _serve(emulator: Emulator, *, exit_on_stdin_eof: bool) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if exit_on_stdin_eof:
-
-        def watch_stdin() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdin.buffer.read()
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
-    async with emulator:
-        print(f"{READY_PREFIX}{emulator.url}", flush=True)
-        await stop.wait()
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        emulator = Emulator(
-            config_from_args(args), port=args.port, stats_window_s=args.stats_window_s
-        )
-        if args.seed is not None:
-            emulator.store.seed(json.loads(args.seed.read_text()))
-    except (ConfigValueError, SeedError, OSError, ValueError) as exc:
-        parser.error(str(exc))
-    try:
-        return asyncio.run(_serve(emulator, exit_on_stdin_eof=args.exit_on_stdin_eof))
-    except OSError as exc:  # e.g. the requested port is taken
-        print(f"emulator: cannot listen on {LOOPBACK}:{args.port}: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_LISTEN
+def _pool_of(params: Any) -> str | None:
+    pool_id = params.get("UserPoolId") if isinstance(params, dict) else None
+    return pool_id if isinstance(pool_id, str) else None
 
 
 if __name__ == "__main__":
+    from feedback_local.emulator_cli import main
+
     sys.exit(main())

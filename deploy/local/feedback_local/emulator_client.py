@@ -17,6 +17,7 @@ from typing import Any, Self
 import aiohttp
 
 CONTROL_PREFIX = "/_emulator"
+CONTAINER_CREDENTIALS_PATH = f"{CONTROL_PREFIX}/container-credentials"
 CONTROL_TIMEOUT_S = 10.0
 
 
@@ -29,12 +30,29 @@ def _path(name: str, pool: str | None = None) -> str:
     return f"{CONTROL_PREFIX}/{name}{query}"
 
 
+def injected_error(
+    code: str,
+    *,
+    fraction: float = 1.0,
+    pool: str | None = None,
+    region: str | None = None,
+    operation: str | None = None,
+) -> dict[str, Any]:
+    """One ``injected_errors`` rule; None leaves a scope open (any pool, region, operation)."""
+    rule: dict[str, Any] = {"code": code, "fraction": fraction}
+    scopes = {"pool": pool, "region": region, "operation": operation}
+    rule.update({key: value for key, value in scopes.items() if value is not None})
+    return rule
+
+
 class EmulatorControl:
     """Blocking control client, for fixtures, the local stack and benchmarks.
 
     ``seed`` merges pools/users/events (see ``feedback_local.emulator_state`` for the shape);
     ``configure`` applies a partial config and returns the whole of it; ``reset`` restores the
-    start-up config and clears stats (and data with ``clear_data=True``).
+    start-up config and clears stats (and data with ``clear_data=True``). ``inject`` stages an
+    error for a pool, a region or an operation; ``bind_region`` makes the emulator a regional
+    endpoint; ``container_credentials_url`` and ``expire_credentials`` drive session tokens.
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
@@ -77,6 +95,39 @@ class EmulatorControl:
 
     def writes(self, pool: str | None = None) -> dict[str, Any]:
         return dict(self._call("GET", _path("writes", pool)))
+
+    def inject(
+        self,
+        code: str,
+        *,
+        fraction: float = 1.0,
+        pool: str | None = None,
+        region: str | None = None,
+        operation: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a rule (see ``injected_error``) after the current ones, where the first
+        matching rule wins; returns the whole config."""
+        rule = injected_error(
+            code, fraction=fraction, pool=pool, region=region, operation=operation
+        )
+        rules = [*self.config()["injected_errors"], rule]
+        return self.configure(injected_errors=rules)
+
+    def clear_injected_errors(self) -> dict[str, Any]:
+        return self.configure(injected_errors=[])
+
+    def bind_region(self, region: str | None) -> dict[str, Any]:
+        """Refuse requests signed for any region but `region` (None: accept every region)."""
+        return self.configure(bound_region=region)
+
+    def expire_credentials(self) -> int:
+        """Expire every session token issued so far; returns how many were issued."""
+        return int(self._call("POST", _path("credentials/expire"), {})["expired"])
+
+    @property
+    def container_credentials_url(self) -> str:
+        """For ``AWS_CONTAINER_CREDENTIALS_FULL_URI``: botocore fetches session credentials here."""
+        return self.base_url + CONTAINER_CREDENTIALS_PATH
 
 
 class AsyncEmulatorControl:
@@ -145,3 +196,33 @@ class AsyncEmulatorControl:
 
     async def writes(self, pool: str | None = None) -> dict[str, Any]:
         return dict(await self._call("GET", _path("writes", pool)))
+
+    async def inject(
+        self,
+        code: str,
+        *,
+        fraction: float = 1.0,
+        pool: str | None = None,
+        region: str | None = None,
+        operation: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a rule (see ``injected_error``) after the current ones, where the first
+        matching rule wins; returns the whole config."""
+        rule = injected_error(
+            code, fraction=fraction, pool=pool, region=region, operation=operation
+        )
+        rules = [*(await self.config())["injected_errors"], rule]
+        return await self.configure(injected_errors=rules)
+
+    async def clear_injected_errors(self) -> dict[str, Any]:
+        return await self.configure(injected_errors=[])
+
+    async def bind_region(self, region: str | None) -> dict[str, Any]:
+        return await self.configure(bound_region=region)
+
+    async def expire_credentials(self) -> int:
+        return int((await self._call("POST", _path("credentials/expire"), {}))["expired"])
+
+    @property
+    def container_credentials_url(self) -> str:
+        return self.base_url + CONTAINER_CREDENTIALS_PATH

@@ -1,4 +1,4 @@
-"""The emulator's tunable behaviour: quotas, latency, fault rates and credentials."""
+"""The emulator's tunable behaviour: quotas, latency, faults, credentials and region binding."""
 
 from __future__ import annotations
 
@@ -8,12 +8,43 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from feedback_local.emulator_wire import (
+    ACCESS_DENIED,
+    FORBIDDEN,
+    LIMIT_EXCEEDED,
+    OPERATION_NOT_ENABLED,
+    UNTYPED_ANSWERS,
+)
+from worker import awsmodel
+
 DEFAULT_QUOTA_PER_REGION = 25.0  # Cognito's user-write category, requests/s, not adjustable
+DEFAULT_READ_QUOTA_PER_REGION = 120.0  # the UserRead category's default, requests/s
 DEFAULT_PER_USER_LIMIT = 10.0  # write requests/s for one user
+DEFAULT_SESSION_LIFETIME_S = 3600.0  # how long issued session credentials stay valid
 DEFAULT_KNOWN_KEYS = {"testing": "testing"}
+CONTAINER_CREDENTIALS_MODES = ("fresh", "stale", "unavailable")
 
 _FAULT_FIELDS = ("fault_internal_error", "fault_untyped_throttle", "fault_drop_connection")
-_RATE_FIELDS = ("quota_per_region", "burst", "per_user_limit", "latency_s", "latency_jitter_s")
+_RATE_FIELDS = (
+    "quota_per_region",
+    "read_quota_per_region",
+    "burst",
+    "per_user_limit",
+    "latency_s",
+    "latency_jitter_s",
+)
+_RULE_KEYS = frozenset({"code", "fraction", "pool", "region", "operation"})
+_OPERATIONS = (awsmodel.FEEDBACK_OPERATION, awsmodel.LIST_EVENTS_OPERATION)
+# Besides the operation's own errors (from botocore's model): the newer model's
+# OperationNotEnabledException, IAM's denial, WAF's and the limit error, and untyped answers.
+EXTRA_INJECTABLE_CODES = frozenset(
+    {OPERATION_NOT_ENABLED, ACCESS_DENIED, FORBIDDEN, LIMIT_EXCEEDED} | UNTYPED_ANSWERS
+)
+
+
+def injectable_codes() -> frozenset[str]:
+    """Every code an `injected_errors` rule may name."""
+    return awsmodel.operation_error_codes(awsmodel.FEEDBACK_OPERATION) | EXTRA_INJECTABLE_CODES
 
 
 class ConfigValueError(ValueError):
@@ -21,11 +52,30 @@ class ConfigValueError(ValueError):
 
 
 @dataclass(frozen=True)
+class InjectedError:
+    """Answer `code` to a `fraction` of the calls matching every given scope (None: any)."""
+
+    code: str
+    fraction: float = 1.0
+    pool: str | None = None
+    region: str | None = None
+    operation: str | None = None
+
+    def matches(self, operation: str, region: str, pool_id: str | None) -> bool:
+        return (
+            (self.operation is None or self.operation == operation)
+            and (self.region is None or self.region == region)
+            and (self.pool is None or self.pool == pool_id)
+        )
+
+
+@dataclass(frozen=True)
 class EmulatorConfig:
     """Everything ``POST /_emulator/config`` can change. Rates are per second; 0 turns a
-    limit off. ``burst`` is the region bucket's size, one second's worth when None."""
+    limit off. ``burst`` is the write bucket's size, one second's worth when None."""
 
     quota_per_region: float = DEFAULT_QUOTA_PER_REGION
+    read_quota_per_region: float = DEFAULT_READ_QUOTA_PER_REGION
     burst: float | None = None
     per_user_limit: float = DEFAULT_PER_USER_LIMIT
     latency_s: float = 0.0
@@ -33,8 +83,12 @@ class EmulatorConfig:
     fault_internal_error: float = 0.0
     fault_untyped_throttle: float = 0.0
     fault_drop_connection: float = 0.0
+    injected_errors: tuple[InjectedError, ...] = ()
     denied_access_keys: frozenset[str] = frozenset()
     known_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KNOWN_KEYS))
+    session_credentials_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
+    container_credentials: str = "fresh"
+    bound_region: str | None = None
 
     @property
     def region_bucket_size(self) -> float:
@@ -60,6 +114,7 @@ class EmulatorConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["injected_errors"] = [dataclasses.asdict(rule) for rule in self.injected_errors]
         data["denied_access_keys"] = sorted(self.denied_access_keys)
         data["known_keys"] = dict(self.known_keys)
         return data
@@ -73,23 +128,77 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    if name == "burst" and value is None:
-        return None
-    if name in _RATE_FIELDS:
-        return _number(name, value)
-    if name in _FAULT_FIELDS:
-        fraction = _number(name, value)
-        if fraction > 1.0:
-            raise ConfigValueError(f"{name} is a fraction between 0 and 1")
-        return fraction
-    if name == "denied_access_keys":
-        if isinstance(value, str) or not all(isinstance(k, str) for k in value):
-            raise ConfigValueError("denied_access_keys must be a list of access key ids")
-        return frozenset(value)
+def _fraction(name: str, value: Any) -> float:
+    fraction = _number(name, value)
+    if fraction > 1.0:
+        raise ConfigValueError(f"{name} is a fraction between 0 and 1")
+    return fraction
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigValueError(f"{name} must be a non-empty string or null")
+    return value
+
+
+def _rule(raw: Any) -> InjectedError:
+    if not isinstance(raw, Mapping):
+        raise ConfigValueError("each injected error is an object with a 'code'")
+    if unknown := sorted(set(raw) - _RULE_KEYS):
+        raise ConfigValueError(f"unknown keys in an injected error: {', '.join(unknown)}")
+    code = raw.get("code")
+    if code not in injectable_codes():
+        raise ConfigValueError(
+            f"injected error code {code!r} is not one of {', '.join(sorted(injectable_codes()))}"
+        )
+    fraction = _fraction("fraction", raw.get("fraction", 1.0))
+    if fraction == 0:
+        raise ConfigValueError("an injected error's fraction must be above 0")
+    operation = _optional_text("operation", raw.get("operation"))
+    if operation is not None and operation not in _OPERATIONS:
+        raise ConfigValueError(f"operation must be one of {', '.join(_OPERATIONS)}")
+    return InjectedError(
+        code=code,
+        fraction=fraction,
+        pool=_optional_text("pool", raw.get("pool")),
+        region=_optional_text("region", raw.get("region")),
+        operation=operation,
+    )
+
+
+def _coerce_other(name: str, value: Any) -> Any:
+    if name == "session_credentials_lifetime_s":
+        if _number(name, value) <= 0:
+            raise ConfigValueError(f"{name} must be above 0")
+        return float(value)
+    if name == "container_credentials":
+        if value not in CONTAINER_CREDENTIALS_MODES:
+            raise ConfigValueError(f"{name} is one of {', '.join(CONTAINER_CREDENTIALS_MODES)}")
+        return value
+    if name == "bound_region":
+        return _optional_text(name, value)
     # known_keys: the whole map is replaced, so a key can also be revoked.
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise ConfigValueError("known_keys must map access key ids to secret keys")
     return dict(value)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "burst" and value is None:
+        return None
+    if name in _RATE_FIELDS:
+        return _number(name, value)
+    if name in _FAULT_FIELDS:
+        return _fraction(name, value)
+    if name == "injected_errors":
+        # The whole list is replaced: rules are matched in order, the first match wins.
+        if isinstance(value, str | Mapping) or not isinstance(value, list | tuple):
+            raise ConfigValueError("injected_errors must be a list of rules")
+        return tuple(_rule(raw) for raw in value)
+    if name == "denied_access_keys":
+        if isinstance(value, str) or not all(isinstance(k, str) for k in value):
+            raise ConfigValueError("denied_access_keys must be a list of access key ids")
+        return frozenset(value)
+    return _coerce_other(name, value)

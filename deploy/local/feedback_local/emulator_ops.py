@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,6 @@ from feedback_local.emulator_wire import (
 from worker import awsmodel
 
 LIST_PAGE_DEFAULT = 60  # AdminListUserAuthEvents: "Returns 60 events if MaxResults is 0 or absent"
-_TOKEN_SEPARATOR = "\x1f"  # noqa: S105 - a delimiter, not a secret
 
 
 def _camel(member: str) -> str:
@@ -85,8 +85,8 @@ def validate(operation: str, body: dict[str, Any]) -> None:
 class CognitoService:
     """AdminUpdateAuthEventFeedback and AdminListUserAuthEvents over a Store.
 
-    Order of checks: region write quota, validation, per-user write quota, pool (in the
-    caller's signing region), threat protection, user, event. Reads take no write quota.
+    Order of checks: region quota (writes and reads each their own), validation, per-user
+    write quota, pool (in the caller's signing region), threat protection, user, event.
     """
 
     def __init__(self, store: Store, quotas: Quotas) -> None:
@@ -139,35 +139,34 @@ class CognitoService:
         return {}
 
     def _list_events(self, caller: Caller, body: dict[str, Any], now: float) -> dict[str, Any]:
+        if not self._quotas.take_read(caller.region, now):
+            raise ApiError(TOO_MANY_REQUESTS, "Too many requests")
         validate(awsmodel.LIST_EVENTS_OPERATION, body)
         pool = self._pool(caller, body["UserPoolId"])
         user = self._user(pool, body["Username"])
         page_size = body.get("MaxResults") or LIST_PAGE_DEFAULT
-        start = 0
+        events = sorted(user.events.values(), key=lambda e: e.order_key, reverse=True)
         if (token := body.get("NextToken")) is not None:
-            start = _decode_token(token, pool.pool_id, user.username)
-        events = sorted(
-            user.events.values(), key=lambda e: (e.creation_date, e.event_id), reverse=True
-        )
-        page = events[start : start + page_size]
+            after = _decode_token(token, pool.pool_id, user.username)
+            events = [e for e in events if e.order_key < after]
+        page = events[:page_size]
         result: dict[str, Any] = {"AuthEvents": [e.to_api() for e in page]}
-        if start + page_size < len(events):
-            result["NextToken"] = _encode_token(start + page_size, pool.pool_id, user.username)
+        if len(events) > page_size:
+            result["NextToken"] = _encode_token(page[-1].order_key, pool.pool_id, user.username)
         return result
 
 
-def _encode_token(offset: int, pool_id: str, username: str) -> str:
-    raw = _TOKEN_SEPARATOR.join((str(offset), pool_id, username))
+# The token names the last event listed, so events logged between two pages shift nothing.
+def _encode_token(after: tuple[float, str], pool_id: str, username: str) -> str:
+    raw = json.dumps([after[0], after[1], pool_id, username], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _decode_token(token: str, pool_id: str, username: str) -> int:
+def _decode_token(token: str, pool_id: str, username: str) -> tuple[float, str]:
     try:
-        offset, token_pool, token_user = (
-            base64.urlsafe_b64decode(token.encode()).decode().split(_TOKEN_SEPARATOR)
-        )
-        if (token_pool, token_user) == (pool_id, username) and offset.isdigit():
-            return int(offset)
-    except (ValueError, binascii.Error, UnicodeError):
+        date, event_id, token_pool, token_user = json.loads(base64.urlsafe_b64decode(token))
+        if (token_pool, token_user) == (pool_id, username) and isinstance(event_id, str):
+            return float(date), event_id
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
         pass
     raise ApiError(INVALID_PARAMETER, "Invalid NextToken.")

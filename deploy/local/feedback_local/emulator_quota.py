@@ -1,4 +1,5 @@
-"""Request-rate quotas (per region, per user) and the call statistics the benchmarks read."""
+"""Request-rate quotas (writes and reads per region, writes per user) and the call statistics
+the benchmarks and tests read."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from typing import Any
 
 from feedback_local.emulator_config import EmulatorConfig
 from feedback_local.emulator_wire import THROTTLE_OUTCOMES
+from worker import awsmodel
 
 DEFAULT_STATS_WINDOW_S = 120
 # Idle per-user buckets are refilled anyway: forget them once there are this many.
 USER_BUCKETS_SOFT_LIMIT = 10_000
+# Which quota each operation draws on; the stats count each category apart.
+WRITE = "write"
+READ = "read"
+QUOTA_CATEGORY = {awsmodel.FEEDBACK_OPERATION: WRITE, awsmodel.LIST_EVENTS_OPERATION: READ}
 
 
 class TokenBucket:
@@ -39,18 +45,30 @@ class TokenBucket:
 
 
 class Quotas:
-    """The write quotas: one bucket per signing region, one per (pool, username)."""
+    """Per signing region a write bucket and a read bucket; per (pool, username) a write one."""
 
     def __init__(self, config: EmulatorConfig) -> None:
         self._config = config
         self._regions: dict[str, TokenBucket] = {}
+        self._reads: dict[str, TokenBucket] = {}
         self._users: dict[tuple[str, str], TokenBucket] = {}
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         """Apply new rates; buckets start afresh (full) under the new settings."""
         self._config = config
         self._regions.clear()
+        self._reads.clear()
         self._users.clear()
+
+    def take_read(self, region: str, now: float) -> bool:
+        """One AdminListUserAuthEvents call from the region's read quota (one second's burst)."""
+        rate = self._config.read_quota_per_region
+        if rate <= 0:
+            return True
+        bucket = self._reads.get(region)
+        if bucket is None:
+            bucket = self._reads[region] = TokenBucket(rate, max(1.0, rate), now)
+        return bucket.take(now)
 
     def take_region(self, region: str, now: float) -> bool:
         rate = self._config.quota_per_region
@@ -111,9 +129,11 @@ class _Second:
 
 
 class Stats:
-    """Outcome counts of every emulated API call: totals, per operation, per signing region,
-    and per wall-clock second for the last `window_s` seconds. An outcome is None for a
-    success, else the error code (throttles are the TooManyRequests and untyped ones)."""
+    """Outcome counts of every emulated API call: totals, per operation, per quota category
+    (write, read), per signing region, and per wall-clock second for the last `window_s`
+    seconds. An outcome is None for a success, else the error code, or the name of an untyped
+    answer (HTTP503, UntypedThrottle, ...); throttles are TooManyRequests, 429s and untyped
+    ones."""
 
     def __init__(self, window_s: int = DEFAULT_STATS_WINDOW_S) -> None:
         self.window_s = window_s
@@ -123,6 +143,7 @@ class Stats:
         self.started_at = time.time()
         self.totals = Counters()
         self.operations: dict[str, Counters] = {}
+        self.categories: dict[str, Counters] = {}
         self.regions: dict[str, Counters] = {}
         self._seconds: collections.deque[_Second] = collections.deque()
 
@@ -130,6 +151,9 @@ class Stats:
         self.totals.add(outcome)
         if operation is not None:
             self.operations.setdefault(operation, Counters()).add(outcome)
+            category = QUOTA_CATEGORY.get(operation)
+            if category is not None:
+                self.categories.setdefault(category, Counters()).add(outcome)
         now = int(time.time())
         if not self._seconds or self._seconds[-1].second != now:
             self._seconds.append(_Second(now))
@@ -148,6 +172,7 @@ class Stats:
             "started_at": self.started_at,
             "window_s": self.window_s,
             "operations": {op: c.to_json() for op, c in self.operations.items()},
+            "categories": {name: c.to_json() for name, c in self.categories.items()},
             "regions": {region: c.to_json() for region, c in self.regions.items()},
             "per_second": [
                 {

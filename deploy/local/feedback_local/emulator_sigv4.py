@@ -1,5 +1,6 @@
 """Server-side SigV4 check: parse the Authorization header, recompute the signature with
-botocore's own signer from the known secret, and answer with the errors AWS uses."""
+botocore's own signer from the known secret (a long-term key's, or a session's once its token
+checks out), and answer with the errors AWS uses."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from feedback_local.emulator_credentials import (
+    ACCOUNT_ID,
+    INVALID_TOKEN_MESSAGE,
+    TASK_ROLE,
+    SessionIssuer,
+)
 from feedback_local.emulator_wire import (
-    ACCESS_DENIED,
     INCOMPLETE_SIGNATURE,
     INVALID_SIGNATURE,
     MISSING_AUTH_TOKEN,
@@ -25,7 +31,6 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "cognito-idp"
 SCOPE_TERMINATOR = "aws4_request"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-ACCOUNT_ID = "123456789012"  # the account every local stand-in (moto too) pretends to be
 MAX_CLOCK_SKEW = dt.timedelta(minutes=15)  # what AWS tolerates before "Signature expired"
 
 _MISMATCH = (
@@ -41,6 +46,14 @@ class Caller:
 
     access_key: str
     region: str
+    session: bool = False
+
+    @property
+    def arn(self) -> str:
+        """The principal as IAM names it in an AccessDenied message."""
+        if self.session:
+            return f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{TASK_ROLE}/{self.access_key}"
+        return f"arn:aws:iam::{ACCOUNT_ID}:user/{self.access_key}"
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,43 @@ def _expected_signature(
     return str(signer.signature(signer.string_to_sign(request, canonical), request))
 
 
+def _secret(
+    auth: _Authorization,
+    headers: Mapping[str, Iterable[str]],
+    known_keys: Mapping[str, str],
+    sessions: SessionIssuer,
+    now: dt.datetime,
+) -> tuple[str, bool]:
+    """The secret to check the signature with, and whether it belongs to a session."""
+    token = next(iter(headers.get("x-amz-security-token", ())), None)
+    if token is not None:
+        if auth.access_key in known_keys:  # a long-term key never comes with a token
+            raise ApiError(UNRECOGNIZED_CLIENT, INVALID_TOKEN_MESSAGE)
+        return sessions.secret_for(auth.access_key, token, now.timestamp()), True
+    secret = known_keys.get(auth.access_key)
+    if secret is None:
+        raise ApiError(UNRECOGNIZED_CLIENT, INVALID_TOKEN_MESSAGE)
+    return secret, False
+
+
+def _check_scope(auth: _Authorization, bound_region: str | None) -> None:
+    if auth.service != SERVICE:
+        raise ApiError(
+            INVALID_SIGNATURE, f"Credential should be scoped to correct service: '{SERVICE}'."
+        )
+    if bound_region is not None and auth.region != bound_region:
+        # What a regional endpoint answers a request signed for another region.
+        raise ApiError(
+            INVALID_SIGNATURE,
+            f"Credential should be scoped to a valid region, not '{auth.region}'.",
+        )
+    if "host" not in auth.signed_headers:
+        raise ApiError(
+            INVALID_SIGNATURE,
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+        )
+
+
 def authenticate(
     *,
     method: str,
@@ -136,46 +186,27 @@ def authenticate(
     headers: Mapping[str, Iterable[str]],
     body: bytes,
     known_keys: Mapping[str, str],
-    denied_access_keys: frozenset[str],
-    action: str,
+    sessions: SessionIssuer,
+    bound_region: str | None = None,
     now: dt.datetime | None = None,
 ) -> Caller:
-    """Check a request's SigV4 signature and permissions, or raise the ApiError AWS would send.
+    """Check a request's SigV4 signature, or raise the ApiError AWS would send.
 
     `headers` maps lower-case header names to all their values; `url` is the URL the client
-    addressed (scheme, Host header, raw path and query); `action` names the operation for
-    the AccessDenied message.
+    addressed (scheme, Host header, raw path and query). With `bound_region` set, a request
+    signed for any other region is refused, as a regional endpoint refuses it.
     """
     authorization = next(iter(headers.get("authorization", ())), None)
     if authorization is None:
         raise ApiError(MISSING_AUTH_TOKEN, "Missing Authentication Token")
     auth = _parse_authorization(authorization)
-    if auth.service != SERVICE:
-        raise ApiError(
-            INVALID_SIGNATURE, f"Credential should be scoped to correct service: '{SERVICE}'."
-        )
-    if "host" not in auth.signed_headers:
-        raise ApiError(
-            INVALID_SIGNATURE,
-            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
-        )
+    _check_scope(auth, bound_region)
     amz_date = next(iter(headers.get("x-amz-date", ())), None)
-    _check_date(amz_date, auth.date, now or dt.datetime.now(dt.UTC))
+    now = now or dt.datetime.now(dt.UTC)
+    _check_date(amz_date, auth.date, now)
     assert amz_date is not None
-    secret = known_keys.get(auth.access_key)
-    if secret is None:
-        raise ApiError(
-            UNRECOGNIZED_CLIENT, "The security token included in the request is invalid."
-        )
+    secret, session = _secret(auth, headers, known_keys, sessions, now)
     expected = _expected_signature(auth, secret, amz_date, method, url, headers, body)
     if not hmac.compare_digest(expected, auth.signature):
         raise ApiError(INVALID_SIGNATURE, _MISMATCH)
-    if auth.access_key in denied_access_keys:
-        permission = f"{SERVICE}:{action}"
-        raise ApiError(
-            ACCESS_DENIED,
-            f"User: arn:aws:iam::{ACCOUNT_ID}:user/{auth.access_key} is not authorized to "
-            f"perform: {permission} on resource: arn:aws:{SERVICE}:{auth.region}:{ACCOUNT_ID}:"
-            f"userpool/* because no identity-based policy allows the {permission} action",
-        )
-    return Caller(access_key=auth.access_key, region=auth.region)
+    return Caller(access_key=auth.access_key, region=auth.region, session=session)

@@ -10,8 +10,9 @@ Seed shape (``POST /_emulator/seed``; merges into what is there)::
                                      "EventRisk": {"RiskDecision": "NoRisk", "RiskLevel": "Low"}}],
                           "bob": []}}]}
 
-Events keep the AdminListUserAuthEvents output field names; seeding an event again replaces
-its attributes but keeps its feedback and write count.
+Events keep the AdminListUserAuthEvents output field names (EventType, CreationDate,
+EventResponse, EventRisk, ChallengeResponses, EventContextData; defaults fill what is left out);
+seeding an event again replaces its attributes but keeps its feedback and write count.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ _DEFAULT_EVENT: dict[str, Any] = {
         "RiskDecision": "NoRisk",
         "RiskLevel": "Low",
         "CompromisedCredentialsDetected": False,
+    },
+    "ChallengeResponses": [{"ChallengeName": "Password", "ChallengeResponse": "Success"}],
+    "EventContextData": {
+        "IpAddress": "192.0.2.1",
+        "DeviceName": "Other, Other",
+        "City": "Seattle",
+        "Country": "United States",
     },
 }
 _EVENT_FIELDS = frozenset(
@@ -67,6 +75,11 @@ class AuthEvent:
     @property
     def creation_date(self) -> float:
         return float(self.attributes["CreationDate"])
+
+    @property
+    def order_key(self) -> tuple[float, str]:
+        """Listing order: newest first means descending by this key."""
+        return (self.creation_date, self.event_id)
 
     def to_api(self) -> dict[str, Any]:
         item = {"EventId": self.event_id, **self.attributes}
