@@ -10,6 +10,7 @@ import string
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import anyio
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -24,6 +25,7 @@ from feedback_local.stack import (
     LocalStack,
     QueuePair,
 )
+from tests.support.virtual_time import FakeClock, VirtualSleep
 
 STACK_REGION = "us-east-1"
 _ENV_PREFIXES = ("AWS_", "FEEDBACK_")
@@ -54,6 +56,20 @@ def new_pool_id(region: str) -> str:
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake monotonic clock for schedule tests."""
+    return FakeClock()
+
+
+@pytest.fixture
+def sleep(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> VirtualSleep:
+    """`anyio.sleep` replaced by one that moves `clock` instead of waiting."""
+    virtual = VirtualSleep(clock)
+    monkeypatch.setattr(anyio, "sleep", virtual)
+    return virtual
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,13 @@ BAD_VALUES: dict[str, list[str]] = {
     "log_format": ["xml", "JSONL"],
     "log_level": ["trace", "critical"],
     "username_hash_key": ["short", "fifteen-chars!!"],
+    "cognito_endpoints": [
+        "https://cognito-idp.eu-west-1.amazonaws.com",
+        "eu-west-1=",
+        "xx-fake-1=https://example.com",
+        "eu-west-1=ftp://example.com",
+        ",",
+    ],
 }
 NUMERIC_FIELDS = [
     "concurrency",
@@ -306,3 +313,42 @@ def test_numeric_parsers_only_ever_raise_config_error_naming_the_source(
     assert value == value  # never NaN
     assert value >= 0
     assert value != float("inf")
+
+
+def test_per_region_endpoints_are_read_with_a_catch_all_for_the_rest() -> None:
+    settings = load_settings(
+        {},
+        REQUIRED_ENV
+        | {
+            "FEEDBACK_COGNITO_ENDPOINTS": "eu-west-1=https://vpce-1.cognito-idp.eu-west-1"
+            ".vpce.amazonaws.com, *=http://127.0.0.1:4566"
+        },
+    )
+    assert settings.cognito_endpoint("eu-west-1") == (
+        "https://vpce-1.cognito-idp.eu-west-1.vpce.amazonaws.com"
+    )
+    assert settings.cognito_endpoint("us-east-1") == "http://127.0.0.1:4566"
+
+
+def test_without_endpoints_every_region_goes_to_aws_itself() -> None:
+    assert load_settings({}, REQUIRED_ENV).cognito_endpoint("eu-west-1") is None
+
+
+@pytest.mark.parametrize(
+    "variable", ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", "AWS_ENDPOINT_URL"]
+)
+def test_one_endpoint_for_every_region_is_refused_at_start_up_with_what_to_set(
+    variable: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, REQUIRED_ENV | {variable: "https://vpce-1.example.com"})
+    assert caught.value.setting == variable
+    assert "FEEDBACK_COGNITO_ENDPOINTS" in caught.value.reason
+
+
+def test_botocores_override_is_ignored_once_the_endpoints_are_given_per_region() -> None:
+    env = REQUIRED_ENV | {
+        "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": "http://127.0.0.1:1",
+        "FEEDBACK_COGNITO_ENDPOINTS": "*=http://127.0.0.1:2",
+    }
+    assert load_settings({}, env).cognito_endpoint("eu-west-1") == "http://127.0.0.1:2"

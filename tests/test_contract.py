@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from worker.awsmodel import FEEDBACK_OPERATION, input_constraints
+from worker.awsmodel import FEEDBACK_OPERATION, cognito_regions, input_constraints
 from worker.contract import (
     DIGEST_HEX_CHARS,
     MAX_BODY_BYTES,
@@ -120,7 +120,15 @@ def _from_constraint(name: str) -> st.SearchStrategy[str]:
     )
 
 
-valid_fields = st.fixed_dictionaries({name: _from_constraint(name) for name in FIELDS})
+# A pool id is the model's pattern with a region botocore knows Cognito in before the "_".
+pool_ids = st.builds(
+    lambda region, suffix: f"{region}_{suffix}",
+    st.sampled_from(sorted(cognito_regions())),
+    st.from_regex(r"[0-9a-zA-Z]{1,20}", fullmatch=True),
+)
+valid_fields = st.fixed_dictionaries(
+    {name: pool_ids if name == "UserPoolId" else _from_constraint(name) for name in FIELDS}
+)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -632,3 +640,17 @@ def test_the_schema_and_the_parser_agree_on_bare_verdicts(
     else:
         accepted = True
     assert ecma_schema.accepts(body) == accepted
+
+
+@given(pool_id=_from_constraint("UserPoolId"))
+def test_a_pool_id_whose_region_has_no_cognito_is_an_invalid_field_value(pool_id: str) -> None:
+    region = pool_id.rpartition("_")[0]
+    assume(region not in cognito_regions())
+    with pytest.raises(InvalidMessage) as caught:
+        parse_verdict(body_of({**VALID, "UserPoolId": pool_id}))
+    assert (caught.value.code, caught.value.field) == ("InvalidFieldValue", "UserPoolId")
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "us-gov-west-1", "ap-southeast-2"])
+def test_pool_ids_of_cognito_regions_are_accepted(region: str) -> None:
+    assert parse_verdict(body_of({**VALID, "UserPoolId": f"{region}_AbC123"})).region == region

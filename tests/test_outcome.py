@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 
 from worker.errors import InvalidMessage
 from worker.outcome import (
+    CODES,
     PERMANENT_CODES,
     SYSTEMIC_CODES,
     THROTTLING_CODES,
     Kind,
+    Scope,
     classify_error_code,
     classify_exception,
 )
@@ -47,19 +49,100 @@ def typed_error(code: str, message: str = "", status: int = 400) -> botocore.exc
     return cognito_error(status, json.dumps({"__type": code, "message": message}).encode())
 
 
+# The calls the worker makes: the feedback itself, and the readback of a redriven verdict.
+CALLED_OPERATIONS = ("AdminUpdateAuthEventFeedback", "AdminListUserAuthEvents")
+# Listed for AdminUpdateAuthEventFeedback by newer service models than the pinned botocore's.
+NEWER_MODEL_CODES = ("OperationNotEnabledException",)
+
+
+def _model_error_codes() -> list[str]:
+    codes = {
+        shape.name
+        for operation in CALLED_OPERATIONS
+        for shape in _SERVICE.operation_model(operation).error_shapes
+    }
+    return sorted(codes | set(NEWER_MODEL_CODES))
+
+
+@pytest.mark.parametrize("code", _model_error_codes())
+def test_every_error_the_service_model_lists_for_our_calls_has_a_row(code: str) -> None:
+    assert code in CODES, f"{code} is documented for a call the worker makes: classify it"
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "scope"),
+    [
+        ("TooManyRequestsException", Kind.THROTTLED, Scope.MESSAGE),
+        ("InternalErrorException", Kind.TRANSIENT, Scope.MESSAGE),
+        ("LimitExceededException", Kind.TRANSIENT, Scope.MESSAGE),
+        ("InvalidParameterException", Kind.PERMANENT, Scope.MESSAGE),
+        ("UserNotFoundException", Kind.PERMANENT, Scope.MESSAGE),
+        ("ResourceNotFoundException", Kind.PERMANENT, Scope.MESSAGE),
+        ("UserPoolAddOnNotEnabledException", Kind.PERMANENT, Scope.POOL),
+        ("OperationNotEnabledException", Kind.PERMANENT, Scope.POOL),
+        ("FeatureUnavailableInTierException", Kind.PERMANENT, Scope.POOL),
+        ("InvalidUserPoolConfigurationException", Kind.PERMANENT, Scope.POOL),
+        ("AccessDeniedException", Kind.SYSTEMIC, Scope.POOL),
+        ("NotAuthorizedException", Kind.SYSTEMIC, Scope.POOL),
+        ("ForbiddenException", Kind.SYSTEMIC, Scope.POOL),
+        ("InvalidSignatureException", Kind.SYSTEMIC, Scope.REGION),
+        ("UnrecognizedClientException", Kind.SYSTEMIC, Scope.WORKER),
+        ("ExpiredTokenException", Kind.SYSTEMIC, Scope.WORKER),
+        ("InvalidIdentityToken", Kind.SYSTEMIC, Scope.WORKER),
+        ("429", Kind.THROTTLED, Scope.MESSAGE),
+        ("503", Kind.TRANSIENT, Scope.MESSAGE),
+        ("BrandNewException", Kind.TRANSIENT, Scope.MESSAGE),
+    ],
+)
+def test_the_decision_table_of_error_codes(code: str, kind: Kind, scope: Scope) -> None:
+    assert classify_error_code(code) == (kind, scope)
+
+
 @pytest.mark.parametrize("code", sorted(THROTTLING_CODES))
 def test_throttling_codes_are_throttled(code: str) -> None:
-    assert classify_error_code(code) is Kind.THROTTLED
+    assert classify_error_code(code)[0] is Kind.THROTTLED
 
 
 @pytest.mark.parametrize("code", sorted(PERMANENT_CODES))
 def test_permanent_codes_are_permanent(code: str) -> None:
-    assert classify_error_code(code) is Kind.PERMANENT
+    assert classify_error_code(code)[0] is Kind.PERMANENT
 
 
 @pytest.mark.parametrize("code", sorted(SYSTEMIC_CODES))
-def test_systemic_codes_are_systemic(code: str) -> None:
-    assert classify_error_code(code) is Kind.SYSTEMIC
+def test_systemic_codes_are_systemic_with_a_scope_wider_than_the_message(code: str) -> None:
+    kind, scope = classify_error_code(code)
+    assert kind is Kind.SYSTEMIC
+    assert scope is not Scope.MESSAGE
+
+
+def test_an_unknown_code_is_marked_unknown_so_it_never_dead_letters_on_its_first_try() -> None:
+    outcome = classify_exception(typed_error("BrandNewException", "?"))
+    assert outcome.kind is Kind.TRANSIENT
+    assert not outcome.known
+    assert classify_exception(typed_error("InternalErrorException")).known
+
+
+def test_a_failure_to_get_credentials_from_sts_is_the_whole_workers_problem() -> None:
+    # IRSA: botocore calls AssumeRoleWithWebIdentity itself; its error surfaces from our call.
+    response: Any = {"Error": {"Code": "InvalidParameterValue", "Message": "bad token"}}
+    error = botocore.exceptions.ClientError(response, "AssumeRoleWithWebIdentity")
+    outcome = classify_exception(error)
+    assert (outcome.kind, outcome.scope) == (Kind.SYSTEMIC, Scope.WORKER)
+
+
+def test_an_untyped_429_is_a_throttle() -> None:
+    outcome = classify_exception(cognito_error(429, b""))
+    assert outcome.kind is Kind.THROTTLED
+    assert outcome.code == "429"
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_an_html_5xx_page_is_transient(status: int) -> None:
+    outcome = classify_exception(
+        cognito_error(status, b"<html><body>Service Unavailable</body></html>")
+    )
+    assert outcome.kind is Kind.TRANSIENT
+    assert outcome.code == str(status)
 
 
 def test_the_code_lists_do_not_overlap() -> None:
@@ -75,7 +158,7 @@ def test_the_code_lists_do_not_overlap() -> None:
         pytest.param("InvalidParameterException", Kind.PERMANENT, id="invalid-parameter"),
         pytest.param("UserNotFoundException", Kind.PERMANENT, id="user-not-found"),
         pytest.param("ResourceNotFoundException", Kind.PERMANENT, id="resource-not-found"),
-        pytest.param("NotAuthorizedException", Kind.PERMANENT, id="not-authorized"),
+        pytest.param("NotAuthorizedException", Kind.SYSTEMIC, id="not-authorized"),
         pytest.param("UserPoolAddOnNotEnabledException", Kind.PERMANENT, id="addon-not-enabled"),
         pytest.param("AccessDeniedException", Kind.SYSTEMIC, id="access-denied"),
         pytest.param("UnrecognizedClientException", Kind.SYSTEMIC, id="unrecognized-client"),
@@ -156,9 +239,10 @@ def test_a_client_error_without_an_error_entry_is_transient() -> None:
     ],
     ids=type,
 )
-def test_missing_credentials_are_systemic(exc: Exception) -> None:
+def test_missing_credentials_are_systemic_for_the_whole_worker(exc: Exception) -> None:
     outcome = classify_exception(exc)
     assert outcome.kind is Kind.SYSTEMIC
+    assert outcome.scope is Scope.WORKER
     assert outcome.code == type(exc).__name__
 
 
@@ -209,14 +293,14 @@ def test_classify_exception_never_raises_for_any_code_or_message(
     assert outcome.code
     if code:
         assert outcome.code == code
-        assert outcome.kind is classify_error_code(code, message)
+        assert outcome.kind is classify_error_code(code, message)[0]
 
 
 @given(code=st.text(max_size=60), message=st.text(max_size=200))
 def test_only_an_untyped_error_is_read_as_throttling_from_its_message(
     code: str, message: str
 ) -> None:
-    kind = classify_error_code(code, message)
-    if kind is Kind.THROTTLED and code not in THROTTLING_CODES:
+    kind, _ = classify_error_code(code, message)
+    if kind is Kind.THROTTLED and code not in THROTTLING_CODES and code != "429":
         assert not code or code.isdigit()
         assert "rate exceeded" in message.lower()

@@ -324,37 +324,39 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
     assert await drain_dlq(sqs_client, queues.dlq_url) == []
 
 
-async def test_denied_credentials_dead_letter_nothing_and_the_worker_resumes_by_itself(
+async def test_an_identity_denied_everywhere_pauses_the_worker_and_it_resumes_by_itself(
     local_stack: LocalStack,
     queues: QueuePair,
     sqs_client: SQSClient,
     seed_pool: SeedPool,
     emulator: EmulatorControl,
 ) -> None:
-    # Given credentials Cognito refuses
+    # Given an IAM policy that allows the worker nothing, and verdicts for two pools
     emulator.configure(denied_access_keys=["testing"])
-    pool = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 15)
+    first = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 8)
+    second = await one_verdict_per_user(seed_pool, sqs_client, queues.url, 7)
     port = free_port()
     process = local_worker(local_stack, queues, FEEDBACK_METRICS_PORT=str(port)).start()
     try:
-        # When the worker meets them, it pauses: unready, alive, nothing dead-lettered
+        # When the worker meets the denial in two pools with no success anywhere, the evidence
+        # points at its own identity: it pauses whole, unready but alive, dead-letters nothing
         with anyio.fail_after(30):
-            while not process.events("worker.paused"):
+            while not [e for e in process.events("scope.paused") if e["scope"] == "worker"]:
                 await anyio.sleep(0.1)
         await anyio.sleep(1)
         assert await process.readyz() == 503
         assert await process.healthz() == 200
         assert emulator.stats()["successes"] == 0
         assert await drain_dlq(sqs_client, queues.dlq_url) == []
-        # Only the probe message stays held; the rest went back to the queue
+        # Only a probe's worth stays held here; the rest was parked back in the queue
         with anyio.fail_after(10):
-            while (await queue_depth(sqs_client, queues.url))[1] > 1:
+            while (await process.metrics()).get("feedback_worker_messages_held", 99) > 2:
                 await anyio.sleep(0.2)
 
         # Then once access is restored it resumes by itself and applies everything
         emulator.configure(denied_access_keys=[])
-        with anyio.fail_after(90):
-            while len(applied(emulator.writes(pool))) < 15:
+        with anyio.fail_after(120):
+            while len(applied(emulator.writes(first))) + len(applied(emulator.writes(second))) < 15:
                 await anyio.sleep(0.2)
         assert await process.readyz() == 200
         process.send_signal(signal.SIGTERM)
@@ -405,7 +407,7 @@ async def test_fifo_queues_are_processed_in_order_within_a_group(
     assert dead["Attributes"]["MessageGroupId"] == "alice" if "Attributes" in dead else True
 
 
-async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
+async def test_a_cognito_outage_dead_letters_nothing_and_is_reported_by_region(
     local_stack: LocalStack,
     queues: QueuePair,
     sqs_client: SQSClient,
@@ -425,11 +427,15 @@ async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
         FEEDBACK_MAX_ATTEMPTS="2",
     ).start()
     try:
-        # When the outage lasts, the worker says so and keeps its messages
+        # When the outage lasts, the worker says so and keeps its messages; an outage of one
+        # region is that region's, so the worker stays ready and names it
         with anyio.fail_after(30):
             while not process.events("region.down"):
                 await anyio.sleep(0.1)
-        assert await process.readyz() == 503
+        readiness = await process.readiness()
+        assert readiness is not None
+        assert readiness["http_status"] == 200
+        assert [down.split(":")[0] for down in readiness["regions_down"]] == ["us-east-1"]
         await anyio.sleep(3)
         assert await drain_dlq(sqs_client, queues.dlq_url) == []
 

@@ -132,3 +132,19 @@ def input_integer_bounds(operation: str) -> dict[str, tuple[int | None, int | No
         for name, member in shape.members.items()
         if member.type_name == "integer"
     }
+
+
+@functools.cache
+def cognito_regions() -> frozenset[str]:
+    """Every region botocore's endpoint data lists for Cognito user pools, in any partition.
+
+    A pool id's prefix outside this set is no pool of AWS's: a verdict for it is refused
+    rather than given a client, a rate and a metric series of its own. A region launched after
+    the installed botocore is refused too, until botocore is upgraded.
+    """
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions(SERVICE_NAME, partition_name=partition)
+    )

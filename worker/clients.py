@@ -7,6 +7,7 @@ in its own region, so the client is chosen by the verdict, not by configuration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +33,15 @@ SQS_MAX_ATTEMPTS = 3
 
 
 def cognito_config(max_connections: int) -> Config:
-    return Config(
+    return Config(  # type: ignore[call-arg]  # the stubs lag botocore's Config
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=COGNITO_CONNECT_TIMEOUT_S,
         read_timeout=COGNITO_READ_TIMEOUT_S,
         max_pool_connections=max_connections,
         tcp_keepalive=True,
+        # botocore's endpoint overrides would send every region to one endpoint; the only
+        # override is FEEDBACK_COGNITO_ENDPOINTS, per region (see worker.config).
+        ignore_configured_endpoint_urls=True,
     )
 
 
@@ -54,10 +58,19 @@ def sqs_config(max_connections: int) -> Config:
 class Clients:
     """The process's AWS clients, entered once into an AsyncExitStack and closed with it."""
 
-    def __init__(self, stack: AsyncExitStack, *, cognito_connections: int) -> None:
+    def __init__(
+        self,
+        stack: AsyncExitStack,
+        *,
+        cognito_connections: int,
+        cognito_endpoint: Callable[[str], str | None] = lambda _region: None,
+        sqs_region: str | None = None,
+    ) -> None:
         self._stack = stack
         self._session = aioboto3.Session()
         self._cognito_connections = cognito_connections
+        self._cognito_endpoint = cognito_endpoint
+        self._sqs_region = sqs_region
         self._cognito: dict[str, CognitoIdentityProviderClient] = {}
         self._sqs: SQSClient | None = None
         # Many tasks may ask for a new region's client at once: create it only once.
@@ -67,7 +80,11 @@ class Clients:
         async with self._lock:
             if self._sqs is None:
                 client: SQSClient = await self._stack.enter_async_context(
-                    self._session.client("sqs", config=sqs_config(max_connections=20))
+                    self._session.client(
+                        "sqs",
+                        region_name=self._sqs_region,
+                        config=sqs_config(max_connections=20),
+                    )
                 )
                 self._sqs = client
             return self._sqs
@@ -84,6 +101,7 @@ class Clients:
                 self._session.client(
                     "cognito-idp",
                     region_name=region,
+                    endpoint_url=self._cognito_endpoint(region),
                     config=cognito_config(self._cognito_connections),
                 )
             )

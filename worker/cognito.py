@@ -1,16 +1,17 @@
 """Calling Cognito: one AdminUpdateAuthEventFeedback call, paced, bounded and classified.
 
 This module owns everything a call needs besides the verdict: the client signed for the
-pool's region (worker.clients), the spacing of calls to one user and to one region
-(worker.pacing) at the rate the region allows (worker.rate_control), the bound on calls in
-flight, and each region's health (worker.region_health). The handler asks for
-`call(verdict)` and gets an Outcome back.
+pool's region (worker.clients), the region's fair round-robin of call slots
+(worker.scheduler) at the rate it allows (worker.rate_control), the spacing of one user's
+calls (worker.pacing), the bounds on calls in flight (in all, and per region, so a slow
+region cannot take every slot), and each region's health (worker.region_health). The handler
+asks for `call(verdict, ...)` and gets an Outcome back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import anyio
@@ -21,11 +22,15 @@ from worker.clients import Clients
 from worker.config import Settings
 from worker.contract import Verdict
 from worker.outcome import SUCCESS, Kind, Outcome, classify_exception
-from worker.pacing import KeyedSpacing, Pacer
+from worker.pacing import KeyedSpacing
 from worker.rate_control import RateController
 from worker.region_health import RegionHealth
+from worker.scheduler import RegionScheduler
 
 log = structlog.get_logger()
+
+# One region's calls in flight take at most this share of all call slots (at least one).
+REGION_CALL_SHARE = 0.5
 
 
 @dataclass(slots=True)
@@ -33,7 +38,8 @@ class _Region:
     """What the worker knows of one region's Cognito endpoint."""
 
     rate: RateController
-    pacer: Pacer
+    scheduler: RegionScheduler
+    calls: anyio.CapacityLimiter
     health: RegionHealth
 
 
@@ -51,22 +57,23 @@ class CognitoCaller:
         self,
         verdict: Verdict,
         *,
+        tenant: Hashable,
+        message_id: str,
         may_call: Callable[[], bool],
         on_call: Callable[[], None],
     ) -> Outcome | None:
-        """Wait for the user's spacing, the region's pace and a call slot, then call.
+        """Wait for the region to grant `tenant`'s user a slot and for a call slot, then call.
 
         `may_call` is asked once the slot is held, with no checkpoint before the call; None
         means it said no and nothing was sent. `on_call` marks the moment the call starts.
         """
         region = self._region(verdict.region)
         user = (verdict.user_pool_id, verdict.username)
-        # Wait for the user before taking a region slot, so a busy user does not hold one.
-        await self._users.wait(user)
-        await region.pacer.acquire()
-        async with self._calls:
-            # Another call to this user may have started meanwhile: wait and mark with no
-            # checkpoint in between, so two calls to one user are never closer than allowed.
+        await region.scheduler.turn(tenant, user)
+        async with region.calls, self._calls:
+            # A call to this user granted earlier may have waited for its call slot: wait
+            # and mark with no checkpoint in between, so two calls to one user are never
+            # closer than allowed.
             await self._users.wait(user)
             if not may_call():
                 return None
@@ -75,8 +82,17 @@ class CognitoCaller:
             started = time.monotonic()
             outcome = await self._send(verdict)
         self._adapt(verdict.region, region.rate, outcome, started)
-        region.health.record(outcome)
+        region.health.record(outcome, message_id)
         return outcome
+
+    def rate(self, region: str) -> float:
+        """The calls per second `region` allows now."""
+        return self._region(region).rate.rate
+
+    def region_stall_s(self, region: str) -> float | None:
+        """How long messages of `region` should stay away while it is down; None while up."""
+        known = self._regions.get(region)
+        return None if known is None else known.health.park_for_s()
 
     def region_down(self, region: str) -> bool:
         known = self._regions.get(region)
@@ -91,10 +107,15 @@ class CognitoCaller:
         ]
 
     def _region(self, name: str) -> _Region:
+        """The region's state; regions are those of botocore's endpoint data, so few."""
         known = self._regions.get(name)
         if known is None:
             rate = RateController(self._settings.rate_limit, now=time.monotonic())
-            known = self._regions[name] = _Region(rate, Pacer(rate), RegionHealth(name))
+            scheduler = RegionScheduler(rate, user_interval_s=1.0 / self._settings.user_rate_limit)
+            slots = max(1, int(self._settings.concurrency * REGION_CALL_SHARE))
+            known = self._regions[name] = _Region(
+                rate, scheduler, anyio.CapacityLimiter(slots), RegionHealth(name)
+            )
             metrics.ALLOWED_RATE.labels(name).set(rate.rate)
         return known
 

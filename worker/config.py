@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from worker.endpoints import endpoint_for, parse_endpoints, refuse_one_endpoint_for_every_region
 from worker.errors import ConfigError
 
 LogFormat = Literal["json", "console", "auto"]
@@ -50,17 +51,23 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "info"
     username_hash_key: bytes = b""
+    cognito_endpoints: tuple[tuple[str, str], ...] = ()
     until_empty: bool = False
 
     @property
     def max_held(self) -> int:
-        """How many messages may be held locally at once (received, fate not yet sealed).
+        """How many messages may be held at once: received and not yet settled with SQS.
 
-        Twice the call slots plus one receive batch: messages waiting for one region's rate
-        hold slots too, and pools in several regions must not starve each other of work.
-        Prefetch stays bounded all the same.
+        Four times the call slots plus one receive batch: messages waiting for their region's
+        slot, in a call, and waiting for their batched delete all count, so a slow delete
+        cannot grow memory; pools in several regions each need work ready. The bulkheads
+        (worker.bulkheads) share it out by scope.
         """
-        return self.concurrency * 2 + 10
+        return self.concurrency * 4 + 10
+
+    def cognito_endpoint(self, region: str) -> str | None:
+        """The endpoint configured for `region`'s Cognito calls (None: AWS's own)."""
+        return endpoint_for(self.cognito_endpoints, region)
 
     @property
     def is_fifo(self) -> bool:
@@ -262,6 +269,15 @@ SETTINGS: tuple[Setting, ...] = (
         "set it to correlate across replicas)",
         secret=True,
     ),
+    Setting(
+        "cognito_endpoints",
+        "--cognito-endpoints",
+        "FEEDBACK_COGNITO_ENDPOINTS",
+        parse_endpoints,
+        "Cognito endpoint per region, e.g. eu-west-1=https://vpce-....cognito-idp.eu-west-1"
+        ".vpce.amazonaws.com; '*=URL' for an endpoint that serves every region (unset: AWS's "
+        "own regional endpoints)",
+    ),
 )
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -338,6 +354,7 @@ def load_settings(
         )
     if settings.queue_url == settings.dlq_url:
         raise ConfigError("--dlq-url / FEEDBACK_DLQ_URL", "must differ from the source queue URL")
+    refuse_one_endpoint_for_every_region(env, has_own=bool(settings.cognito_endpoints))
     if settings.is_fifo != settings.dlq_url.endswith(".fifo"):
         raise ConfigError(
             "--dlq-url / FEEDBACK_DLQ_URL",

@@ -25,7 +25,12 @@ from typing import Final
 
 import msgspec
 
-from worker.awsmodel import FEEDBACK_OPERATION, FieldConstraint, input_constraints
+from worker.awsmodel import (
+    FEEDBACK_OPERATION,
+    FieldConstraint,
+    cognito_regions,
+    input_constraints,
+)
 from worker.errors import InvalidMessage
 
 MAX_BODY_BYTES: Final = 1_048_576  # SQS's message size limit (1 MiB)
@@ -117,6 +122,13 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True, rename=_API_NAMES):
                     f"{_subject(rule.constraint, value)} is invalid: {reason}",
                     rule.name,
                 )
+        if self.region not in cognito_regions():
+            raise InvalidMessage(
+                ValidationCode.INVALID_FIELD_VALUE,
+                f"UserPoolId {self.user_pool_id!r} names region {self.region!r}, where "
+                "botocore's endpoint data has no Cognito user pools",
+                _API_NAMES["user_pool_id"],
+            )
 
     def __repr__(self) -> str:
         # Usernames are sensitive in the model: a logged or printed verdict must not show one.

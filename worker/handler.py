@@ -1,8 +1,10 @@
 """One message's path, from parse to settle.
 
-parse → one turn at a time per event (ordering) → call Cognito (cognito: paced, classified) →
-decide (fate) → settle (settle: delete, dead-letter, release). This module carries the
-message along that path and keeps the count of its attempts; each step is decided elsewhere.
+parse (contract) → admit into its scopes' share of the held budget, or park it (bulkheads) →
+one turn at a time per event (ordering) → skip it if a newer verdict was applied (ordering;
+readback for a copy) → call Cognito when no paused scope stops it (cognito, scope_pauses) →
+decide (fate) → settle (settle: delete, dead-letter, hand back). This module carries the
+message along that path and keeps its attempts (attempts); each step is decided elsewhere.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import Counter
+from collections.abc import Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -17,22 +20,24 @@ import anyio
 import structlog
 
 from worker import backoff, metrics
+from worker.attempts import AttemptLedger
+from worker.bulkheads import STALLED_HOLD, HeldBudget, ScopesOf, Stall
 from worker.cognito import CognitoCaller
 from worker.config import Settings
 from worker.contract import Verdict, parse_verdict, username_digest
 from worker.errors import InvalidMessage
-from worker.fate import Ack, Action, DeadLetter, Hold, Retry, decide
+from worker.fate import Ack, Action, DeadLetter, Hold, Retry, counts_as_attempt, decide
 from worker.leases import Leases
 from worker.message import Message
 from worker.ordering import NewestWins, Sequencer
-from worker.outcome import Kind, Outcome
+from worker.outcome import Kind, Outcome, Scope
+from worker.readback import FeedbackReader
 from worker.record import MessageRecord, Settlement
+from worker.scope_pauses import ScopeKey, ScopePauses
 from worker.settle import Settler
-from worker.systemic_pause import SystemicPause
 
 log = structlog.get_logger()
 
-POOL_WITHOUT_THREAT_PROTECTION = "UserPoolAddOnNotEnabledException"
 # Pools already warned about; a bound, in case of a flood of bad pool ids.
 POOLS_WARNED_LIMIT = 1000
 
@@ -48,13 +53,13 @@ class Phase(enum.Enum):
 class Task:
     """One message being handled; shutdown cancels `scope` to stop it waiting or calling."""
 
-    __slots__ = ("holds_slot", "message", "phase", "scope")
+    __slots__ = ("message", "phase", "scope", "scopes")
 
     def __init__(self, message: Message) -> None:
         self.message = message
         self.phase = Phase.WAITING
         self.scope = anyio.CancelScope()
-        self.holds_slot = True
+        self.scopes: ScopesOf | None = None  # set once admitted into the budget
 
 
 @dataclass(eq=False)
@@ -65,9 +70,12 @@ class Handler:
     cognito: CognitoCaller
     settler: Settler
     leases: Leases
-    held: anyio.Semaphore
-    pause: SystemicPause
+    budget: HeldBudget
+    pauses: ScopePauses
+    reader: FeedbackReader
+    fifo: bool = False
     tally: Counter[Settlement] = field(init=False, default_factory=Counter)
+    _ledger: AttemptLedger = field(init=False, default_factory=AttemptLedger)
     _sequencer: Sequencer = field(init=False, default_factory=Sequencer)
     _newest: NewestWins = field(init=False, default_factory=NewestWins)
     _tasks: set[Task] = field(init=False, default_factory=set)
@@ -82,8 +90,6 @@ class Handler:
     def in_progress(self) -> int:
         """Messages being handled now."""
         return len(self._tasks)
-
-    # -- shutdown -------------------------------------------------------------------------
 
     def stop_waiting(self) -> None:
         """First phase of shutdown: every task not in a call gives its message back."""
@@ -101,7 +107,7 @@ class Handler:
     # -- the message's path ---------------------------------------------------------------
 
     async def handle(self, message: Message) -> None:
-        """Handle one held message to its end; always frees its slot and lease."""
+        """Handle one held message to its end; always gives back its room and lease."""
         task = Task(message)
         self._tasks.add(task)
         started = time.monotonic()
@@ -113,9 +119,8 @@ class Handler:
                 with task.scope:
                     await self._handle(task, record)
                 if record.settlement is Settlement.RELEASED:
-                    task.phase = Phase.SETTLING
-                    await self.settler.release(
-                        message, "shutdown" if self._stopping else "cancelled"
+                    await self._hand_back(
+                        task, record, "shutdown" if self._stopping else "cancelled", 0
                     )
                 self.tally[record.settlement] += 1
                 log.info(
@@ -124,20 +129,13 @@ class Handler:
                     **record.log_fields(),
                 )
         finally:
-            self.pause.leave(task)
+            self.pauses.leave(task)
             self._tasks.discard(task)
+            if task.scopes is not None:
+                self.budget.leave(task.scopes)
             self.leases.remove(message.message_id)
-            self._free_slot(task)
-
-    def _free_slot(self, task: Task) -> None:
-        """Let the receiver fetch another message in this one's place.
-
-        Done as soon as the message's fate is sealed, before its batched delete lands: waiting
-        for the delete would idle the calls for the batch's linger.
-        """
-        if task.holds_slot:
-            task.holds_slot = False
-            self.held.release()
+            # Only now, with the message settled with SQS, may another take its room.
+            self.budget.room.release()
 
     async def _handle(self, task: Task, record: MessageRecord) -> None:
         message = task.message
@@ -151,15 +149,17 @@ class Handler:
         record.event_id = verdict.event_id
         record.user = username_digest(verdict.username, self.settings.username_hash_key)
         record.feedback = verdict.feedback_value
+        if not await self._admit(task, verdict, record):
+            return
         key: EventKey = (verdict.user_pool_id, verdict.username, verdict.event_id)
         async with AsyncExitStack() as turns:
-            if message.group_id is not None:
+            if self.fifo and message.group_id is not None:
                 # FIFO: in order within the message group.
                 await turns.enter_async_context(
                     self._sequencer.turn(("group", message.group_id), message.sequence_number or 0)
                 )
-            await turns.enter_async_context(self._sequencer.turn(key, message.sent_at_ms))
-            if self._newest.superseded(key, message.sent_at_ms, message.message_id):
+            await turns.enter_async_context(self._sequencer.turn(key, message.original_sent_ms))
+            if await self._superseded(verdict, key, message, record):
                 metrics.SUPERSEDED.inc()
                 record.settlement = Settlement.SUPERSEDED
                 task.phase = Phase.SETTLING
@@ -168,22 +168,83 @@ class Handler:
         # Deleted after the turn is passed on: the next verdict for this event need not wait
         # for the batch (newest-wins already knows about this one).
         if record.settlement in (Settlement.APPLIED, Settlement.SUPERSEDED):
-            await self._delete(task)
+            task.phase = Phase.SETTLING
+            self._ledger.forget(message)
+            await self.settler.delete(message)
+
+    async def _admit(self, task: Task, verdict: Verdict, record: MessageRecord) -> bool:
+        """Hold the message within its scopes' share, or park it; True when held."""
+        scopes = ScopesOf(
+            region=verdict.region,
+            pool=verdict.user_pool_id,
+            tenant=self._tenant(task.message, verdict),
+            user=(verdict.user_pool_id, verdict.username),
+        )
+        park = self.budget.admit(
+            scopes, region_rate=self.cognito.rate(verdict.region), stall=self._stall(verdict)
+        )
+        if park is None:
+            task.scopes = scopes
+            return True
+        await self._hand_back(task, record, park.reason, park.seconds)
+        return False
+
+    def _tenant(self, message: Message, verdict: Verdict) -> Hashable:
+        """Whose share of the region a call comes from: a fair queue's message group (a
+        tenant, on a standard queue), or else the pool. FIFO groups are an order, not a
+        tenant."""
+        if not self.fifo and message.group_id is not None:
+            return ("group", message.group_id)
+        return ("pool", verdict.user_pool_id)
+
+    def _stall(self, verdict: Verdict) -> Stall | None:
+        pause = self.pauses.blocking(verdict.region, verdict.user_pool_id)
+        if pause is not None:
+            wait = self.pauses.park_for_s(verdict.region, verdict.user_pool_id)
+            return Stall(pause.key.scope, wait)
+        outage = self.cognito.region_stall_s(verdict.region)
+        return None if outage is None else Stall(Scope.REGION, outage)
+
+    async def _superseded(
+        self, verdict: Verdict, key: EventKey, message: Message, record: MessageRecord
+    ) -> bool:
+        """A newer verdict for the event was applied: in this process, or (for a copy that
+        went back through the queue) by anyone, as Cognito's feedback date tells."""
+        if self._newest.superseded(key, message.original_sent_ms, message.message_id):
+            return True
+        if not message.is_copy:
+            return False
+        readback = await self.reader.read(verdict)
+        if readback.error is not None:
+            record.readback = f"failed: {readback.error.code}"
+            log.warning(
+                "readback.failed",
+                code=readback.error.code,
+                error=readback.error.message,
+                note="applying the verdict without knowing whether a newer one was given",
+            )
+            return False
+        record.readback = (
+            "newer feedback" if readback.supersedes(message.original_sent_ms) else "ok"
+        )
+        return readback.supersedes(message.original_sent_ms)
 
     async def _attempt_until_settled(
         self, task: Task, verdict: Verdict, key: EventKey, record: MessageRecord
     ) -> None:
-        transient_failures = 0
+        region, pool = verdict.region, verdict.user_pool_id
         while True:
             task.phase = Phase.WAITING
             if self._stopping:
                 return
-            if not self.pause.may_call(task):
-                await self._release_paused(task, record)
+            if not self.pauses.may_call(task, region, pool):
+                await self._hand_back(task, record, "paused", self._pause_park_s(verdict))
                 return
             outcome = await self.cognito.call(
                 verdict,
-                may_call=lambda: not self._stopping and self.pause.may_call(task),
+                tenant=task.scopes.tenant if task.scopes else pool,
+                message_id=task.message.message_id,
+                may_call=lambda: not self._stopping and self.pauses.may_call(task, region, pool),
                 on_call=lambda: setattr(task, "phase", Phase.CALLING),
             )
             task.phase = Phase.WAITING
@@ -191,21 +252,19 @@ class Handler:
                 continue
             record.attempts += 1
             if outcome.kind is not Kind.SYSTEMIC:
-                self.pause.resume(task)
-            region_down = self.cognito.region_down(verdict.region)
-            if outcome.kind is Kind.TRANSIENT and not region_down:
-                transient_failures += 1
+                self.pauses.answered(region, pool)
+            region_down = self.cognito.region_down(region)
+            if counts_as_attempt(outcome, region_down=region_down):
+                attempts = self._ledger.failed(task.message)
+            else:
+                attempts = self._ledger.count(task.message)
             action = decide(
                 outcome,
-                local_attempts=transient_failures,
-                receive_count=task.message.receive_count,
+                attempts=attempts,
                 max_attempts=self.settings.max_attempts,
                 region_down=region_down,
             )
-            settled = await self._carry_out(
-                action, task, verdict, key, record, outcome, transient_failures
-            )
-            if settled:
+            if await self._carry_out(action, task, verdict, key, record, outcome):
                 return
 
     async def _carry_out(
@@ -216,13 +275,12 @@ class Handler:
         key: EventKey,
         record: MessageRecord,
         outcome: Outcome,
-        transient_failures: int,
     ) -> bool:
         """Do what `decide` said: settle (True), or wait before the next attempt (False)."""
         message = task.message
         match action:
             case Ack():
-                self._newest.record(key, message.sent_at_ms, message.message_id)
+                self._newest.record(key, message.original_sent_ms, message.message_id)
                 metrics.APPLIED.labels(verdict.region).inc()
                 metrics.AGE_AT_APPLY.observe(max(0.0, time.time() - message.sent_at_ms / 1000))
                 record.settlement = Settlement.APPLIED
@@ -231,10 +289,10 @@ class Handler:
                 return True
             case DeadLetter(code=code, message=text):
                 record.code = code
-                if code == POOL_WITHOUT_THREAT_PROTECTION:
-                    self._warn_pool_without_threat_protection(verdict.user_pool_id)
-                attempts = transient_failures + max(message.receive_count - 1, 0)
-                await self._dead_letter(task, record, code, text, attempts=max(attempts, 1))
+                if outcome.scope is Scope.POOL:
+                    self._warn_pool_setup(verdict.user_pool_id, code)
+                attempts = self._ledger.count(message) + (outcome.kind is Kind.PERMANENT)
+                await self._dead_letter(task, record, code, text, attempts=attempts)
                 return True
             case Retry(throttled=True):
                 record.throttles += 1
@@ -243,54 +301,76 @@ class Handler:
                     record.throttles, base_s=backoff.THROTTLE_BASE_S, cap_s=backoff.THROTTLE_CAP_S
                 )
             case Retry(throttled=False):
-                outage = self.cognito.region_down(verdict.region)
-                metrics.RETRIED.labels("outage" if outage else "transient").inc()
+                return await self._retry_later(task, verdict, record, outcome)
+            case Hold(scope=scope):
                 record.last_error = outcome.code
-                record.retries += 1
-                delay = backoff.full_jitter(
-                    record.retries, base_s=backoff.RETRY_BASE_S, cap_s=backoff.RETRY_CAP_S
-                )
-            case Hold():
-                self.pause.pause(task, outcome.code, outcome.message)
-                record.last_error = outcome.code
-                if not self.pause.is_probe(task):
-                    await self._release_paused(task, record)
+                names = {Scope.POOL: verdict.user_pool_id, Scope.REGION: verdict.region}
+                paused = ScopeKey(scope, names.get(scope, ""))
+                delay = self.pauses.failed(task, paused, outcome.code, outcome.message)
+                if not self.pauses.may_call(task, verdict.region, verdict.user_pool_id):
+                    await self._hand_back(task, record, "paused", self._pause_park_s(verdict))
                     return True
                 record.probes += 1
-                delay = backoff.full_jitter(
-                    record.probes, base_s=backoff.PROBE_BASE_S, cap_s=backoff.PROBE_CAP_S
-                )
         await anyio.sleep(delay)
         return False
 
+    async def _retry_later(
+        self, task: Task, verdict: Verdict, record: MessageRecord, outcome: Outcome
+    ) -> bool:
+        """A transient failure: back off and retry here, or, while the region is down and it
+        holds more than a few messages, park this one until the outage may be over."""
+        record.last_error = outcome.code
+        record.retries += 1
+        outage = self.cognito.region_stall_s(verdict.region)
+        metrics.RETRIED.labels("outage" if outage is not None else "transient").inc()
+        if outage is not None and self.budget.held_in(verdict.region) > STALLED_HOLD:
+            await self._hand_back(task, record, "region_stalled", max(1, round(outage)))
+            return True
+        await anyio.sleep(
+            backoff.full_jitter(
+                record.retries, base_s=backoff.RETRY_BASE_S, cap_s=backoff.RETRY_CAP_S
+            )
+        )
+        return False
+
+    def _pause_park_s(self, verdict: Verdict) -> int:
+        return max(1, round(self.pauses.park_for_s(verdict.region, verdict.user_pool_id)))
+
     # -- settling ---------------------------------------------------------------------------
 
-    async def _delete(self, task: Task) -> None:
+    async def _hand_back(self, task: Task, record: MessageRecord, reason: str, delay: int) -> None:
         task.phase = Phase.SETTLING
-        self._free_slot(task)
-        await self.settler.delete(task.message)
-
-    async def _release_paused(self, task: Task, record: MessageRecord) -> None:
-        task.phase = Phase.SETTLING
-        record.settlement = Settlement.RELEASED_PAUSED
-        await self.settler.release(task.message, "systemic_pause")
+        requeued = await self.settler.hand_back(
+            task.message, reason, delay_s=delay, attempts=self._ledger.count(task.message)
+        )
+        if requeued:
+            self._ledger.forget(task.message)
+            record.settlement = Settlement.REQUEUED
+        elif delay:
+            record.settlement = Settlement.PARKED
+        record.park_reason = reason
+        record.parked_for_s = delay
 
     async def _dead_letter(
         self, task: Task, record: MessageRecord, code: str, text: str, *, attempts: int
     ) -> None:
         task.phase = Phase.SETTLING
         record.settlement = await self.settler.dead_letter(
-            task.message, code, text, attempts=attempts, on_copied=lambda: self._free_slot(task)
+            task.message, code, text, attempts=attempts
         )
+        if record.settlement is Settlement.DEAD_LETTERED:
+            self._ledger.forget(task.message)
 
-    def _warn_pool_without_threat_protection(self, pool_id: str) -> None:
+    def _warn_pool_setup(self, pool_id: str, code: str) -> None:
         """Every verdict for such a pool will fail: say so loudly, once per pool."""
         if pool_id in self._pools_warned or len(self._pools_warned) >= POOLS_WARNED_LIMIT:
             return
         self._pools_warned.add(pool_id)
         log.error(
-            "pool.threat_protection_off",
+            "pool.threat_protection_unavailable",
             pool_id=pool_id,
-            note="the pool is not on the Plus plan or threat protection is off: "
-            "its verdicts are dead-lettered until it is turned on",
+            code=code,
+            note="the pool is not on the Plus plan, threat protection is off, or the feature "
+            "is not available to it: its verdicts are dead-lettered until that is fixed, "
+            "then redrive them",
         )

@@ -2,8 +2,11 @@
 
 /healthz (liveness) says the event loop and the receive loop are ticking; it never depends on
 AWS being reachable, so an outage does not get the worker restarted in a loop. /readyz
-(readiness) says the worker can do its job now: configured, clients built, receiving, not
-paused by a systemic failure, and no region's Cognito endpoint in an outage.
+(readiness) says the worker as a whole can do its job now: started, receiving, and its own
+identity not refused. A paused pool or a region in an outage is not the whole worker's
+problem: the other scopes go on, so it is listed in the body, with the metrics, and does not
+make the worker unready. The body names scopes and error codes only, never an account id or
+an ARN (AWS's messages carry both).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
-from worker.systemic_pause import SystemicPause
+from worker.scope_pauses import ScopePauses
 
 # Receive errors in a row before readiness drops (one blip is not an outage).
 RECEIVE_FAILURES_UNREADY = 3
@@ -26,7 +30,7 @@ class HealthState:
     """What the probes report; updated by the receive loop and the service."""
 
     liveness_stale_s: float
-    pause: SystemicPause
+    pauses: ScopePauses
     started: bool = False
     stopping: bool = False
     receive_failures: int = 0
@@ -56,13 +60,27 @@ class HealthState:
             return False, "starting"
         if self.stopping:
             return False, "shutting down"
-        if self.pause.paused:
-            return False, f"paused by a systemic failure: {self.pause.reason}"
-        if down := self.regions_down():
-            return False, f"Cognito calls all failing in {', '.join(down)}"
+        if (paused := self.pauses.worker_paused) is not None:
+            return False, f"paused: the worker's identity is refused ({paused.code})"
         if self.receive_failures >= RECEIVE_FAILURES_UNREADY:
             return False, f"cannot receive from SQS: {self.last_receive_error}"
         return True, "ok"
+
+    def scopes(self) -> dict[str, Any]:
+        """The scopes that cannot move now, for the /readyz body."""
+        now = time.monotonic()
+        return {
+            "paused": [
+                {
+                    "scope": pause.key.scope.value,
+                    "name": pause.key.name or None,
+                    "code": pause.code,
+                    "paused_for_s": round(now - pause.since, 1),
+                }
+                for pause in self.pauses.paused()
+            ],
+            "regions_down": self.regions_down(),
+        }
 
 
 def build_app(state: HealthState) -> web.Application:
@@ -74,9 +92,8 @@ def build_app(state: HealthState) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         ok, reason = state.ready()
-        return web.json_response(
-            {"status": "ok" if ok else "fail", "reason": reason}, status=200 if ok else 503
-        )
+        body = {"status": "ok" if ok else "fail", "reason": reason, **state.scopes()}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest()

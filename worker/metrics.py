@@ -23,8 +23,14 @@ RETRIED = Counter(
 )
 RELEASED = Counter(
     f"{NAMESPACE}_messages_released",
-    "Messages handed back to the queue unprocessed (shutdown, systemic pause), by reason",
+    "Messages handed back to the queue without a failed attempt (shutdown, a paused scope, "
+    "parking beyond a scope's share), by reason",
     ["reason"],
+)
+REQUEUED = Counter(
+    f"{NAMESPACE}_messages_requeued",
+    "Messages sent back as a fresh copy at their last receive, so SQS's redrive policy does "
+    "not move them to the DLQ without a reason",
 )
 THROTTLES = Counter(f"{NAMESPACE}_throttles", "Throttled Cognito calls, by region", ["region"])
 COGNITO_ERRORS = Counter(
@@ -54,6 +60,11 @@ SETTLE_ERRORS = Counter(
     f"{NAMESPACE}_settle_errors",
     "Failed delete, visibility or DLQ operations, by operation",
     ["operation"],
+)
+PAUSED_SCOPES = Gauge(
+    f"{NAMESPACE}_paused_scopes",
+    "Scopes paused by a systemic failure, by kind (pool, region, worker)",
+    ["scope"],
 )
 PAUSED = Gauge(
     f"{NAMESPACE}_paused", "1 while work is paused by a systemic failure (credentials, access)"

@@ -1,5 +1,6 @@
-"""Pacing of Cognito calls: a region's calls spaced at its allowed rate, and a user's calls
-spaced at the per-user limit. How fast a region may go is learned in worker.rate_control."""
+"""Pacing of Cognito calls: what a rate source is, and one user's calls spaced at the
+per-user limit when they start. A region's slots are granted by worker.scheduler, at the rate
+worker.rate_control learns."""
 
 from __future__ import annotations
 
@@ -21,35 +22,6 @@ class RateSource(Protocol):
 
     @property
     def rate(self) -> float: ...
-
-
-class Pacer:
-    """Spaces calls at least 1/rate apart, first come first served.
-
-    Waiters queue on a fair lock and each computes its slot from the *current* rate when it
-    reaches the head, so a slowdown applies to every waiter behind the one already sleeping
-    to its slot.
-    """
-
-    def __init__(self, rate: RateSource, *, clock: Clock = time.monotonic) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._lock = anyio.Lock()
-        self._next = clock()
-        self.waiting = 0
-
-    async def acquire(self) -> None:
-        self.waiting += 1
-        try:
-            async with self._lock:
-                now = self._clock()
-                start = max(self._next, now)
-                if start > now:
-                    await anyio.sleep(start - now)
-                # Schedule from the intended start: a late wake-up does not lower the rate.
-                self._next = start + 1.0 / self.rate.rate
-        finally:
-            self.waiting -= 1
 
 
 class KeyedSpacing:

@@ -14,6 +14,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from worker import backoff, metrics
+from worker.bulkheads import HeldBudget
 from worker.clients import Clients
 from worker.config import Settings
 from worker.handler import Handler
@@ -21,7 +22,7 @@ from worker.health import HealthState
 from worker.leases import Leases
 from worker.message import SYSTEM_ATTRIBUTES, Message
 from worker.outcome import classify_exception
-from worker.systemic_pause import SystemicPause
+from worker.scope_pauses import ScopePauses
 
 log = structlog.get_logger()
 
@@ -47,8 +48,8 @@ class Receiver:
     clients: Clients
     handler: Handler
     leases: Leases
-    held: anyio.Semaphore
-    pause: SystemicPause
+    budget: HeldBudget
+    pauses: ScopePauses
     health: HealthState
     _scope: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
     _idle: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
@@ -127,10 +128,18 @@ class Receiver:
         return self._idle
 
     async def _wait_until_receiving(self) -> bool:
-        """While paused with a probe out, receive nothing; True when receiving may go on."""
-        if self.pause.paused and self.pause.has_probe:
+        """While the worker is paused with a probe out, or receiving only feeds parking,
+        receive nothing for a while; True when receiving may go on."""
+        paused = self.pauses.worker_paused
+        if paused is not None and paused.probe is not None:
             with self._idle_scope(IDLE_TICK_S):
-                await self.pause.changed()
+                await self.pauses.changed()
+            return False
+        if spinning := self.budget.receive_pause_s():
+            # Most of what came lately was parked: the queue is full of a stalled scope's
+            # messages; receiving at full speed would only spin them through.
+            log.info("receive.backing_off", parked_lately=True, wait_s=spinning)
+            await self._idle_for(spinning)
             return False
         return True
 
@@ -138,9 +147,9 @@ class Receiver:
         """Claim held-message slots for one receive: a full batch of ten while enough work is
         on hand, so each receive (a billed request) brings as many messages as it can; fewer
         at once when the calls would otherwise starve."""
-        slots = self.held
-        # While paused, only one message is needed: the probe.
-        limit = 1 if self.pause.paused else SQS_RECEIVE_LIMIT
+        slots = self.budget.room
+        # While the worker is paused, only one message is needed: the probe.
+        limit = 1 if self.pauses.worker_paused else SQS_RECEIVE_LIMIT
         room = 0
         with self._idle_scope(IDLE_TICK_S):
             await slots.acquire()
@@ -160,7 +169,7 @@ class Receiver:
 
     def _give_back(self, count: int) -> None:
         for _ in range(count):
-            self.held.release()
+            self.budget.room.release()
 
     async def _start(self, work: TaskGroup, message: Message) -> None:
         metrics.RECEIVED.inc()

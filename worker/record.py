@@ -18,8 +18,9 @@ class Settlement(enum.StrEnum):
     SUPERSEDED = "superseded"  # a newer verdict for the event was applied; deleted
     DEAD_LETTERED = "dead_lettered"  # copied to the DLQ with its reason, then deleted
     DLQ_UNAVAILABLE = "dlq_unavailable"  # the DLQ could not be written: kept for later
-    RELEASED = "released"  # handed back unprocessed (shutdown)
-    RELEASED_PAUSED = "released_paused"  # handed back while a systemic failure pauses work
+    RELEASED = "released"  # handed back at once, unprocessed (shutdown)
+    PARKED = "parked"  # handed back for a while: its scope is paused, down or over its share
+    REQUEUED = "requeued"  # sent back as a fresh copy at its last receive, with its history
 
     @property
     def deletes(self) -> bool:
@@ -42,6 +43,9 @@ class MessageRecord:
     retries: int = 0
     probes: int = 0
     last_error: str | None = None
+    parked_for_s: int = 0
+    park_reason: str | None = None
+    readback: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``message.done`` line: outcome and attempts always, the rest when
@@ -57,6 +61,9 @@ class MessageRecord:
             "retries": self.retries,
             "probes": self.probes,
             "last_error": self.last_error,
+            "parked_for_s": self.parked_for_s,
+            "park_reason": self.park_reason,
+            "readback": self.readback,
         }
         fields.update({name: value for name, value in optional.items() if value})
         return fields

@@ -1,17 +1,20 @@
-"""Telling a Cognito outage from a message's own transient failure.
+"""Telling a Cognito outage in one region from a message's own transient failure.
 
 A 5xx or a connection error may be the message's bad luck or the whole region being down.
 Only the first should count toward `--max-attempts`: an outage is not the message's fault, so
-it must never dead-letter anything. The worker cannot ask, but it can watch: when every call to
-a region fails, several in a row with no success between, the region is down. While it is,
-failures do not count, messages are held (the heartbeat keeps them hidden) and retried with
-backoff, and readiness reports the outage. The first success ends it.
+it must never dead-letter anything. The worker cannot ask, but it can watch: when calls to a
+region keep failing, several in a row with no success between and from several distinct
+messages, the region is down. One message failing alone is that message's problem, however
+often it fails. Throttles mixed in neither end nor hide an outage: only a real answer (a
+success, or an error about the request itself) shows the endpoint works. While the region is
+down, failures do not count, its messages are held or parked and retried with backoff, and
+readiness reports it; the other regions go on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import structlog
 
@@ -19,10 +22,15 @@ from worker.outcome import Kind, Outcome
 
 log = structlog.get_logger()
 
-# Transient failures in a row, with no success between, that mean the region is down. High
+# Transient failures in a row, with no success between, that mean the region is down: high
 # enough that a storm of 50% errors rarely trips it, low enough that a real outage costs each
-# message at most a few counted attempts.
+# message at most a few counted attempts...
 DOWN_AFTER_FAILURES = 5
+# ...coming from at least this many distinct messages.
+DOWN_AFTER_MESSAGES = 3
+# Messages of a region that is down stay away for a while, longer the longer it is down.
+OUTAGE_PARK_MIN_S = 2.0
+OUTAGE_PARK_MAX_S = 30.0
 
 
 class RegionHealth:
@@ -32,6 +40,7 @@ class RegionHealth:
         self.region = region
         self._clock = clock
         self._failures_in_row = 0
+        self._failing_messages: set[Hashable] = set()
         self.down_since: float | None = None
         self.last_error = ""
 
@@ -39,24 +48,21 @@ class RegionHealth:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def record(self, outcome: Outcome) -> bool:
-        """Take the result of one call; returns whether the region is down after it."""
+    def park_for_s(self) -> float | None:
+        """How long a message of this region should stay away; None while it is up."""
+        if self.down_since is None:
+            return None
+        down_for = self._clock() - self.down_since
+        return min(OUTAGE_PARK_MAX_S, OUTAGE_PARK_MIN_S + down_for / 4)
+
+    def record(self, outcome: Outcome, message: Hashable) -> bool:
+        """Take the result of one call for `message`; returns whether the region is down."""
         if outcome.kind is Kind.TRANSIENT:
-            self._failures_in_row += 1
-            self.last_error = outcome.code
-            if self.down_since is None and self._failures_in_row >= DOWN_AFTER_FAILURES:
-                self.down_since = self._clock()
-                log.error(
-                    "region.down",
-                    region=self.region,
-                    code=outcome.code,
-                    error=outcome.message,
-                    note="every call fails: holding messages and retrying; nothing is "
-                    "dead-lettered for it",
-                )
-        elif outcome.kind is not Kind.SYSTEMIC:
-            # Any answer that is not a transient failure shows the endpoint works.
+            self._failed(outcome, message)
+        elif outcome.kind in (Kind.SUCCESS, Kind.PERMANENT):
+            # An answer about the request itself shows the endpoint works.
             self._failures_in_row = 0
+            self._failing_messages.clear()
             if self.down_since is not None:
                 log.warning(
                     "region.up",
@@ -65,3 +71,24 @@ class RegionHealth:
                 )
                 self.down_since = None
         return self.down
+
+    def _failed(self, outcome: Outcome, message: Hashable) -> None:
+        self._failures_in_row += 1
+        self.last_error = outcome.code
+        if len(self._failing_messages) < DOWN_AFTER_MESSAGES:
+            self._failing_messages.add(message)
+        if (
+            self.down_since is None
+            and self._failures_in_row >= DOWN_AFTER_FAILURES
+            and len(self._failing_messages) >= DOWN_AFTER_MESSAGES
+        ):
+            self.down_since = self._clock()
+            log.error(
+                "region.down",
+                region=self.region,
+                code=outcome.code,
+                error=outcome.message,
+                note="every call to this region fails: its messages are held and retried, "
+                "nothing is dead-lettered for it, and the other regions go on; check the "
+                "AWS Health Dashboard for Cognito in this region",
+            )

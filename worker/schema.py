@@ -10,10 +10,11 @@ import json
 import re
 from typing import Any, Final
 
-from worker.awsmodel import FEEDBACK_OPERATION, FieldConstraint
+from worker.awsmodel import FEEDBACK_OPERATION, FieldConstraint, cognito_regions
 from worker.contract import MAX_BODY_BYTES, SNS_NOTIFICATION, rules
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+POOL_ID: Final = "UserPoolId"
 
 
 def _any_case(word: str) -> str:
@@ -43,6 +44,13 @@ def _property_schema(constraint: FieldConstraint) -> dict[str, Any]:
                 "characters they hold depends on the validator's Unicode version, and the "
                 "service's own Unicode version is not published."
             )
+    if constraint.name == POOL_ID:
+        # The part before "_" is the pool's region: one where Cognito has user pools.
+        # Region names are lower-case letters, digits and hyphens: nothing to escape, and
+        # ECMA-262's u flag refuses an escaped hyphen.
+        regions = "|".join(sorted(cognito_regions()))
+        schema["allOf"] = [{"pattern": f"^(?:{regions})_"}]
+        notes.append("Its prefix is a region where Cognito has user pools.")
     if constraint.sensitive:
         notes.append("Sensitive: never logged in clear.")
     schema["description"] = " ".join(notes)

@@ -18,16 +18,19 @@ import structlog
 from anyio.abc import TaskGroup
 
 from worker import exitcodes
+from worker.bulkheads import HeldBudget
 from worker.clients import Clients
 from worker.cognito import CognitoCaller
 from worker.config import Settings
 from worker.handler import Handler
 from worker.health import HealthState, start_server
 from worker.leases import Leases
+from worker.queue_facts import QueueFacts, read_queue_facts
+from worker.readback import FeedbackReader
 from worker.receiver import Receiver
+from worker.scope_pauses import ScopePauses
 from worker.settle import Settler
 from worker.sqs_batches import SqsBatcher
-from worker.systemic_pause import SystemicPause
 
 log = structlog.get_logger()
 
@@ -39,9 +42,9 @@ VISIBILITY_LINGER_S = 0.05
 class Supervisor:
     """One worker process's parts, wired together, and its start and two-phase shutdown."""
 
-    def __init__(self, settings: Settings, clients: Clients, sqs: Any) -> None:
+    def __init__(self, settings: Settings, clients: Clients, sqs: Any, facts: QueueFacts) -> None:
         self.settings = settings
-        self.pause = SystemicPause()
+        self.pauses = ScopePauses()
         self.leases = Leases(settings.visibility_timeout_s)
         queue_url = settings.queue_url
         self.deleter = SqsBatcher(
@@ -56,17 +59,28 @@ class Supervisor:
             linger_s=VISIBILITY_LINGER_S,
         )
         cognito = CognitoCaller(settings, clients)
-        settler = Settler(settings, clients, self.leases, self.deleter, self.visibility)
-        # Messages held here, received and not yet settled: bounded prefetch.
-        held = anyio.Semaphore(settings.max_held)
-        self.handler = Handler(settings, cognito, settler, self.leases, held, self.pause)
+        settler = Settler(
+            settings, clients, self.leases, self.deleter, self.visibility, facts.max_receive_count
+        )
+        # Messages held here, received and not yet settled: bounded, and shared by scope.
+        budget = HeldBudget(settings.max_held, user_rate=settings.user_rate_limit)
+        self.handler = Handler(
+            settings,
+            cognito,
+            settler,
+            self.leases,
+            budget,
+            self.pauses,
+            FeedbackReader(clients),
+            fifo=facts.fifo,
+        )
         self.health = HealthState(
             liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S,
-            pause=self.pause,
+            pauses=self.pauses,
             regions_down=cognito.regions_down,
         )
         self.receiver = Receiver(
-            settings, clients, self.handler, self.leases, held, self.pause, self.health
+            settings, clients, self.handler, self.leases, budget, self.pauses, self.health
         )
         self.started_at = time.monotonic()
 
@@ -143,9 +157,14 @@ class Supervisor:
 async def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop (or, with --until-empty, the queue is drained)."""
     async with AsyncExitStack() as stack:
-        clients = Clients(stack, cognito_connections=settings.concurrency)
+        clients = Clients(
+            stack,
+            cognito_connections=settings.concurrency,
+            cognito_endpoint=settings.cognito_endpoint,
+        )
         sqs = await clients.sqs()
-        service = Supervisor(settings, clients, sqs)
+        facts = await read_queue_facts(sqs, settings)
+        service = Supervisor(settings, clients, sqs, facts)
         if settings.metrics_port:
             runner = await start_server(
                 service.health, settings.metrics_bind, settings.metrics_port

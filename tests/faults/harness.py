@@ -258,6 +258,7 @@ class Run:
         env |= {
             "AWS_ENDPOINT_URL_SQS": harness.sqs_proxy.url,
             "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": harness.cognito_proxy.url,
+            "FEEDBACK_COGNITO_ENDPOINTS": f"*={harness.cognito_proxy.url}",
             "FEEDBACK_METRICS_PORT": str(free_port()),
             "FEEDBACK_VISIBILITY_TIMEOUT": str(settings.visibility_timeout_s),
             "FEEDBACK_SHUTDOWN_TIMEOUT": str(settings.shutdown_timeout_s),

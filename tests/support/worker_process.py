@@ -245,6 +245,14 @@ class WorkerProcess:
         answer = await self._get("/readyz")
         return None if answer is None else answer[0]
 
+    async def readiness(self) -> dict[str, Any] | None:
+        """The JSON body of GET /readyz (its status under "http_status"), or None."""
+        answer = await self._get("/readyz")
+        if answer is None:
+            return None
+        body: dict[str, Any] = json.loads(answer[1])
+        return body | {"http_status": answer[0]}
+
     async def healthz(self) -> int | None:
         """The status of GET /healthz, or None while nothing answers."""
         answer = await self._get("/healthz")

@@ -185,6 +185,9 @@ class LocalStack:
         """What a worker process needs to talk to this stack (and to nothing else)."""
         env = {
             "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint,
+            # The worker's own per-region map; the emulator serves every region. botocore's
+            # variable is for other AWS SDK clients (the benchmark's peers).
+            "FEEDBACK_COGNITO_ENDPOINTS": f"*={self.cognito_endpoint}",
             "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": self.cognito_endpoint,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,

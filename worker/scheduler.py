@@ -1,0 +1,154 @@
+"""A region's call slots: granted at the rate it allows, and shared fairly.
+
+Cognito's quota is per region, so every call to a region waits for a slot there, spaced at
+the rate the region allows (worker.rate_control). Slots go round-robin across the tenants
+with work waiting (a fair queue's message group, or else the user pool) and, within a
+tenant, across its users: deficit round-robin where every call costs the same. A user is
+passed over while Cognito's per-user limit (about 10 writes per second) still holds it back,
+so one pool's backlog cannot starve another pool's trickle, and one user's flood holds up
+nobody else.
+
+There is no background task: a waiter that finds nobody dispatching becomes the dispatcher,
+grants slots in turn (its own among them), and hands the role on when it leaves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import anyio
+
+from worker.pacing import RateSource
+
+# Users whose spacing ended this long ago are forgotten, once there are this many.
+USER_MEMORY_LIMIT = 4096
+USER_FORGET_AFTER_S = 10.0
+
+Clock = Callable[[], float]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    tenant: Hashable
+    user: Hashable
+    granted: bool = False
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+
+class RegionScheduler:
+    """Round-robin call slots of one region, at its rate, with per-user spacing."""
+
+    def __init__(
+        self, rate: RateSource, *, user_interval_s: float, clock: Clock = time.monotonic
+    ) -> None:
+        self._rate = rate
+        self._user_interval_s = user_interval_s
+        self._clock = clock
+        self._queues: OrderedDict[Hashable, OrderedDict[Hashable, deque[_Waiter]]] = OrderedDict()
+        self._user_next: dict[Hashable, float] = {}
+        self._next_slot = clock()
+        self._dispatching = False
+        self.waiting = 0
+
+    async def turn(self, tenant: Hashable, user: Hashable) -> None:
+        """Wait until this region grants a call to `user` of `tenant`."""
+        waiter = _Waiter(tenant, user)
+        self._add(waiter)
+        while not waiter.granted:
+            if self._dispatching:
+                try:
+                    await waiter.wake.wait()
+                except BaseException:
+                    self._remove(waiter)
+                    raise
+                waiter.wake = anyio.Event()
+                continue
+            self._dispatching = True
+            try:
+                await self._dispatch(until=waiter)
+            except BaseException:
+                # Out of the queue before the role is handed on, or it would be handed to us.
+                self._remove(waiter)
+                raise
+            finally:
+                self._dispatching = False
+                self._hand_over()
+
+    async def _dispatch(self, *, until: _Waiter) -> None:
+        """Grant slots in turn until `until` has one."""
+        while not until.granted:
+            now = self._clock()
+            slot = max(self._next_slot, now)
+            if slot > now:
+                await anyio.sleep(slot - now)
+                continue
+            picked = self._pick(now)
+            if picked is None:
+                # Everyone waiting is held back by the per-user limit: wait for the first of
+                # them (a newcomer who could go at once waits at most one user interval).
+                await anyio.sleep(self._earliest_user_time() - now)
+                continue
+            self._grant(picked, now)
+            # Scheduled from the intended slot: a late wake-up does not lower the rate.
+            self._next_slot = slot + 1.0 / self._rate.rate
+
+    def _pick(self, now: float) -> _Waiter | None:
+        """The first waiter of the first user free to go, tenants and users in turn."""
+        for tenant, users in self._queues.items():
+            for user, waiters in users.items():
+                if self._user_next.get(user, -math.inf) <= now:
+                    waiter = waiters.popleft()
+                    if waiters:
+                        users.move_to_end(user)
+                    else:
+                        del users[user]
+                    if users:
+                        self._queues.move_to_end(tenant)
+                    else:
+                        del self._queues[tenant]
+                    return waiter
+        return None
+
+    def _grant(self, waiter: _Waiter, now: float) -> None:
+        waiter.granted = True
+        waiter.wake.set()
+        self.waiting -= 1
+        self._user_next[waiter.user] = now + self._user_interval_s
+        if len(self._user_next) > USER_MEMORY_LIMIT:
+            horizon = now - USER_FORGET_AFTER_S
+            self._user_next = {u: t for u, t in self._user_next.items() if t > horizon}
+
+    def _earliest_user_time(self) -> float:
+        return min(
+            self._user_next.get(user, -math.inf)
+            for users in self._queues.values()
+            for user in users
+        )
+
+    def _add(self, waiter: _Waiter) -> None:
+        users = self._queues.setdefault(waiter.tenant, OrderedDict())
+        users.setdefault(waiter.user, deque()).append(waiter)
+        self.waiting += 1
+
+    def _remove(self, waiter: _Waiter) -> None:
+        users = self._queues.get(waiter.tenant)
+        waiters = users.get(waiter.user) if users is not None else None
+        if users is None or waiters is None or waiter not in waiters:
+            return
+        waiters.remove(waiter)
+        self.waiting -= 1
+        if not waiters:
+            del users[waiter.user]
+        if not users:
+            del self._queues[waiter.tenant]
+
+    def _hand_over(self) -> None:
+        """The dispatcher left: wake one waiter, which takes the role on."""
+        for users in self._queues.values():
+            for waiters in users.values():
+                waiters[0].wake.set()
+                return
