@@ -1,8 +1,9 @@
 """The worker process: builds the parts, runs them under one task group, shuts down in two phases.
 
-First SIGTERM/SIGINT: stop receiving, give back every message not yet in a call, let calls in
-flight finish within the shutdown timeout, then give back the rest, flush deletes and exit 0.
-A second signal exits at once.
+First SIGTERM/SIGINT: stop receiving, let the poll in flight answer (what it brings is released
+at once), give back every message not yet in a call, let calls in flight finish within the
+shutdown timeout, then give back the rest, flush deletes and exit 0. The worker logs what it
+is still waiting for. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ log = structlog.get_logger()
 # Liveness fails if the receive loop has not ticked for this long beyond one long poll.
 LIVENESS_GRACE_S = 60.0
 VISIBILITY_LINGER_S = 0.05
+# While stopping, say what the worker still waits for this often.
+STOP_PROGRESS_LOG_S = 2.0
+# A second signal exits at once, but gives a poll in flight this long to answer first, so that
+# what it brings is released rather than hidden for the visibility timeout.
+FORCED_EXIT_POLL_GRACE_S = 2.0
 
 
 class Supervisor:
@@ -103,29 +109,60 @@ class Supervisor:
     async def _watch_signals(self, infra: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                if self.handler.stopping:
-                    log.warning("worker.forced_exit", signal=signal.Signals(signum).name)
+                if self.health.stopping:
+                    log.warning(
+                        "worker.forced_exit",
+                        signal=signal.Signals(signum).name,
+                        waiting_for=self._waiting_for(),
+                    )
+                    with anyio.move_on_after(FORCED_EXIT_POLL_GRACE_S):
+                        await self.receiver.poll_over()
                     os._exit(exitcodes.FORCED)
                 self._begin_shutdown(signal.Signals(signum).name, infra)
 
     def _begin_shutdown(self, reason: str, infra: TaskGroup) -> None:
+        self.health.stopping = True
+        self.receiver.stop()
         log.info(
             "worker.stopping",
             reason=reason,
             held=len(self.leases),
             shutdown_timeout_s=self.settings.shutdown_timeout_s,
+            waiting_for=self._waiting_for(),
         )
-        self.health.stopping = True
-        self.handler.stop_waiting()
-        self.receiver.stop()
+        infra.start_soon(self._release_after_poll)
         infra.start_soon(self._enforce_deadline)
 
+    async def _release_after_poll(self) -> None:
+        # Waiting messages go back once the poll in flight has answered: released before, that
+        # very poll could receive them again, and every receive counts toward the redrive.
+        await self.receiver.poll_over()
+        self.handler.stop_waiting()
+
+    def _waiting_for(self) -> list[str]:
+        """What a stop still waits for, in words, for the logs."""
+        waiting = []
+        if (since := self.receiver.polling_since) is not None:
+            left = max(0.0, since + self.settings.wait_time_s - anyio.current_time())
+            waiting.append(f"the receive in flight (answers within {left:.0f} s)")
+        if self.handler.in_progress:
+            waiting.append(f"{self.handler.in_progress} messages being handled")
+        return waiting
+
     async def _enforce_deadline(self) -> None:
-        await anyio.sleep(self.settings.shutdown_timeout_s)
+        deadline = anyio.current_time() + self.settings.shutdown_timeout_s
+        while (left := deadline - anyio.current_time()) > 0:
+            await anyio.sleep(min(STOP_PROGRESS_LOG_S, left))
+            if waiting := self._waiting_for():
+                log.info(
+                    "worker.stop_waiting",
+                    waiting_for=waiting,
+                    deadline_in_s=round(max(0.0, deadline - anyio.current_time()), 1),
+                )
         if self.handler.in_progress:
             log.warning("worker.shutdown_deadline", abandoning_calls=self.handler.in_progress)
         self.handler.stop_all()
-        # A long poll still in progress is abandoned too.
+        # The receive loop ends too; a poll in progress still answers first (worker.receiver).
         self.receiver.abandon()
 
     def _log_summary(self) -> None:
