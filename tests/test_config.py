@@ -11,6 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.config import (
+    FROM_DEFAULT,
+    FROM_ENVIRONMENT,
+    FROM_FLAG,
+    HIDDEN_RANDOM,
+    HIDDEN_SET,
     MAX_VISIBILITY_TIMEOUT_S,
     MAX_WAIT_TIME_S,
     SETTINGS,
@@ -18,6 +23,7 @@ from worker.config import (
     Setting,
     Settings,
     add_arguments,
+    effective_settings,
     load_settings,
     resolve,
 )
@@ -45,6 +51,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "log_format": ["xml", "JSONL"],
     "log_level": ["trace", "critical"],
     "username_hash_key": ["short", "fifteen-chars!!"],
+    "metrics_bind": ["0.0.0.0:9464", "http://localhost", "300.1.2.3", "two words", "::1::2"],
 }
 NUMERIC_FIELDS = [
     "concurrency",
@@ -306,3 +313,58 @@ def test_numeric_parsers_only_ever_raise_config_error_naming_the_source(
     assert value == value  # never NaN
     assert value >= 0
     assert value != float("inf")
+
+
+# -- names, readability and sources ----------------------------------------------------------
+
+
+def test_an_unknown_feedback_variable_is_refused_naming_the_closest_setting() -> None:
+    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_CONCURRENCYY": "4"})
+    assert error.setting == "FEEDBACK_CONCURRENCYY"
+    assert "did you mean FEEDBACK_CONCURRENCY?" in error.reason
+
+
+def test_an_unknown_feedback_variable_with_no_close_setting_is_still_refused() -> None:
+    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_XYZZY": "1"})
+    assert error.setting == "FEEDBACK_XYZZY"
+    assert "did you mean" not in error.reason
+
+
+def test_other_variables_are_none_of_the_workers_business() -> None:
+    load_settings({}, {**REQUIRED_ENV, "AWS_REGION": "eu-west-1", "FEEDBACKS": "x"})
+
+
+def test_a_variable_holding_bytes_that_are_not_utf8_is_refused_as_unreadable() -> None:
+    unreadable = "https://sqs.eu-west-1.amazonaws.com/1/q" + "\udcff"  # os.environ's escape
+    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_QUEUE_URL": unreadable})
+    assert error.setting == "FEEDBACK_QUEUE_URL"
+    assert "not readable" in error.reason
+    assert "sqs" not in error.reason
+
+
+def test_each_setting_records_whether_a_flag_the_environment_or_the_default_gave_it() -> None:
+    settings = load_settings(
+        parsed_flags("--concurrency", "3"), {**REQUIRED_ENV, "FEEDBACK_LOG_LEVEL": "debug"}
+    )
+    assert settings.sources["concurrency"] == FROM_FLAG
+    assert settings.sources["log_level"] == FROM_ENVIRONMENT
+    assert settings.sources["queue_url"] == FROM_ENVIRONMENT
+    assert settings.sources["rate_limit"] == FROM_DEFAULT
+    assert set(settings.sources) == set(SETTINGS_BY_FIELD)
+
+
+@pytest.mark.parametrize(
+    ("environ", "shown"),
+    [
+        ({**REQUIRED_ENV, "FEEDBACK_USERNAME_HASH_KEY": HASH_KEY}, HIDDEN_SET),
+        (REQUIRED_ENV, HIDDEN_RANDOM),
+    ],
+)
+def test_the_effective_settings_show_every_value_but_the_secret(
+    environ: dict[str, str], shown: str
+) -> None:
+    effective = effective_settings(load_settings({}, environ))
+    assert effective["username_hash_key"] == shown
+    assert HASH_KEY not in str(effective)
+    assert effective["queue_url"] == QUEUE
+    assert set(effective) == set(SETTINGS_BY_FIELD)

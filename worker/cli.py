@@ -17,7 +17,16 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from worker import __version__, exitcodes
-from worker.config import SETTINGS, add_arguments, load_settings, resolve
+from worker.config import (
+    DEFAULT_GIVE_UP_AFTER_S,
+    FROM_DEFAULT,
+    SETTINGS,
+    add_arguments,
+    check_variable_names,
+    load_settings,
+    resolve,
+    shown_value,
+)
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 
@@ -26,8 +35,18 @@ Command = Callable[[argparse.Namespace], int]
 HEALTH_TIMEOUT_S = 3.0
 
 
+def _seconds_above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(args, until_empty=args.until_empty)
+    settings = load_settings(args, until_empty=args.until_empty, give_up_after_s=args.give_up_after)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     from worker.supervisor import serve
 
@@ -61,18 +80,23 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from worker.ops.check_config import check_aws, inspect_offline, print_findings
+
     settings = load_settings(args)
-    for setting in SETTINGS:
-        value = getattr(settings, setting.field)
-        shown = "(set)" if setting.secret and os.environ.get(setting.env) else value
-        if setting.secret and not os.environ.get(setting.env) and not getattr(args, setting.field):
-            shown = "(random per process)"
-        print(f"{setting.flag:<22} {shown}")
+    if args.show:
+        width = max(len(setting.env) for setting in SETTINGS)
+        for setting in SETTINGS:
+            source = settings.sources.get(setting.field, FROM_DEFAULT)
+            print(f"{setting.env:<{width}}  {shown_value(settings, setting)!s:<24}  ({source})")
+    offline = inspect_offline(settings)
+    print_findings(offline)
+    for problem in offline.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if offline.problems:
+        return exitcodes.CONFIG_ERROR
     if not args.aws:
         print("configuration is valid (add --aws to check the queues and the identity too)")
         return exitcodes.OK
-    from worker.ops.check_config import check_aws
-
     problems = anyio.run(check_aws, settings)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
@@ -119,12 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 once nothing is held here and the queue has no visible or in-flight messages",
     )
+    run.add_argument(
+        "--give-up-after",
+        type=_seconds_above_zero,
+        default=DEFAULT_GIVE_UP_AFTER_S,
+        metavar="SECONDS",
+        help="with --until-empty: exit 1 once the worker has been unable to work (unready: "
+        "the queue or Cognito out of reach, credentials refused) this long "
+        f"[default: {DEFAULT_GIVE_UP_AFTER_S:g}]",
+    )
     add_arguments(run)
 
     check = command(
         "check-config", _check_config, "Validate the settings (with --aws: reach the queues)."
     )
     check.add_argument("--aws", action="store_true", help="also check the queues and identity")
+    check.add_argument(
+        "--show",
+        action="store_true",
+        help="list every setting's value and where it came from (flag, environment, default)",
+    )
     add_arguments(check)
 
     health = command("healthcheck", _healthcheck, "Exit 0 if the local worker is ready, else 1.")
@@ -170,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_variable_names(os.environ)
         code: int = args.func(args)
     except ConfigError as exc:
         print(f"feedback-worker: configuration error: {exc}", file=sys.stderr)

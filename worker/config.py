@@ -9,10 +9,13 @@ setting, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import argparse
+import difflib
+import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -20,6 +23,15 @@ from worker.errors import ConfigError
 
 LogFormat = Literal["json", "console", "auto"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENV_PREFIX = "FEEDBACK_"
+# Where a setting's value came from (check-config --show, the start-up log line).
+FROM_FLAG = "flag"
+FROM_ENVIRONMENT = "environment"
+FROM_DEFAULT = "default"
+HIDDEN_SET = "(set)"
+HIDDEN_RANDOM = "(random per process)"
+# --until-empty gives up when the worker cannot work (unready) for this long.
+DEFAULT_GIVE_UP_AFTER_S = 60.0
 
 # SQS limits (FACTS.md): visibility 0 s to 12 h, long poll at most 20 s.
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
@@ -55,6 +67,9 @@ class Settings:
     log_level: str = "info"
     username_hash_key: bytes = b""
     until_empty: bool = False
+    give_up_after_s: float = DEFAULT_GIVE_UP_AFTER_S
+    # field -> FROM_FLAG, FROM_ENVIRONMENT or FROM_DEFAULT, for the settings load_settings read.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_held(self) -> int:
@@ -111,6 +126,21 @@ def _queue_url(text: str) -> str:
         raise ValueError(
             "must be an SQS queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/name"
         )
+    return text
+
+
+# A host name as DNS allows it (RFC 1123 labels), for addresses that are not IP literals.
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
+
+
+def _bind_address(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(text) or text.replace(".", "").isdigit():
+            raise ValueError(
+                "must be an IP address (127.0.0.1, 0.0.0.0, ::) or a host name, without a port"
+            ) from None
     return text
 
 
@@ -237,7 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_bind",
         "--metrics-bind",
         "FEEDBACK_METRICS_BIND",
-        str,
+        _bind_address,
         "address the metrics and health server binds to",
         default="127.0.0.1",
     ),
@@ -287,31 +317,60 @@ def add_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None 
         )
 
 
+def check_variable_names(environ: Mapping[str, str]) -> None:
+    """Refuse a FEEDBACK_* variable that is no setting (a typo would otherwise be ignored)."""
+    known = sorted(setting.env.removeprefix(ENV_PREFIX) for setting in SETTINGS)
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX) not in known:
+            # Compared without the prefix they all share, which would make anything look close.
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            raise ConfigError(name, f"is not a setting of this program{hint}")
+
+
+def _readable(text: str, source: str) -> str:
+    """The text, unless the environment held bytes that are not UTF-8 (never quoted)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(source, "is not readable: it holds bytes that are not UTF-8") from None
+    return text
+
+
 def resolve(
     args: argparse.Namespace | Mapping[str, Any],
     environ: Mapping[str, str],
     fields: Sequence[str],
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Resolve `fields` from flags, then the environment, then defaults; validate each."""
+    """Resolve `fields` from flags, then the environment, then defaults; validate each.
+
+    `sources`, when given, receives where each value came from (FROM_FLAG, ...).
+    """
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     values: dict[str, Any] = {}
-    for field in fields:
-        setting = SETTINGS_BY_FIELD[field]
-        raw = given.get(field)
+    found = {} if sources is None else sources
+    for name in fields:
+        setting = SETTINGS_BY_FIELD[name]
+        raw = given.get(name)
         source = setting.flag
+        found[name] = FROM_FLAG
         if isinstance(raw, str) and raw.strip() == "":
             raise ConfigError(setting.flag, "is given but empty")
         if raw is None:
             raw = environ.get(setting.env)
             source = setting.env
+            found[name] = FROM_ENVIRONMENT
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             if setting.required:
                 raise ConfigError(setting.label, "is required but not set")
+            found[name] = FROM_DEFAULT
             if setting.default is not None:
-                values[field] = setting.default
+                values[name] = setting.default
             continue
+        text = _readable(str(raw), source)
         try:
-            values[field] = setting.parse(str(raw).strip())
+            values[name] = setting.parse(text.strip())
         except ValueError as exc:
             shown = "(hidden)" if setting.secret else repr(raw)
             reason = (
@@ -328,12 +387,20 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     until_empty: bool = False,
+    give_up_after_s: float = DEFAULT_GIVE_UP_AFTER_S,
 ) -> Settings:
     """Build the worker's Settings; raises ConfigError naming the first bad setting."""
     env = os.environ if environ is None else environ
-    values = resolve(args, env, [s.field for s in SETTINGS])
+    check_variable_names(env)
+    sources: dict[str, str] = {}
+    values = resolve(args, env, [s.field for s in SETTINGS], sources)
     values.setdefault("username_hash_key", secrets.token_bytes(32))
-    settings = Settings(**values, until_empty=until_empty)
+    settings = Settings(
+        **values,
+        until_empty=until_empty,
+        give_up_after_s=give_up_after_s,
+        sources=sources,
+    )
     if settings.shutdown_timeout_s >= settings.visibility_timeout_s:
         raise ConfigError(
             "--shutdown-timeout / FEEDBACK_SHUTDOWN_TIMEOUT",
@@ -348,3 +415,16 @@ def load_settings(
             "a FIFO source queue needs a FIFO dead-letter queue, and a standard one a standard DLQ",
         )
     return settings
+
+
+def shown_value(settings: Settings, setting: Setting) -> Any:
+    """A setting's value fit for logs and terminals: secrets are never shown."""
+    if setting.secret:
+        given = settings.sources.get(setting.field, FROM_DEFAULT) != FROM_DEFAULT
+        return HIDDEN_SET if given else HIDDEN_RANDOM
+    return getattr(settings, setting.field)
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting's value as the worker uses it, secrets hidden (the start-up log line)."""
+    return {setting.field: shown_value(settings, setting) for setting in SETTINGS}

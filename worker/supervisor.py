@@ -18,16 +18,17 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from worker import exitcodes
-from worker.clients import Clients
+from worker import __version__, exitcodes
+from worker.clients import Clients, sqs_region
 from worker.cognito import CognitoCaller
-from worker.config import Settings
+from worker.config import Settings, effective_settings
 from worker.handler import Handler
 from worker.health import HealthState, start_server
 from worker.leases import Leases
 from worker.receiver import Receiver
 from worker.settle import Settler
 from worker.sqs_batches import SqsBatcher
+from worker.startup import check_queues_exist, metrics_address_error
 from worker.systemic_pause import SystemicPause
 
 log = structlog.get_logger()
@@ -40,6 +41,8 @@ STOP_PROGRESS_LOG_S = 2.0
 # A second signal exits at once, but gives a poll in flight this long to answer first, so that
 # what it brings is released rather than hidden for the visibility timeout.
 FORCED_EXIT_POLL_GRACE_S = 2.0
+# How often --until-empty looks whether the worker can still work.
+GIVE_UP_CHECK_S = 0.5
 
 
 class Supervisor:
@@ -47,6 +50,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings, clients: Clients, sqs: Any) -> None:
         self.settings = settings
+        self.sqs_region = clients.sqs_region
         self.pause = SystemicPause()
         self.leases = Leases(settings.visibility_timeout_s)
         queue_url = settings.queue_url
@@ -75,6 +79,7 @@ class Supervisor:
             settings, clients, self.handler, self.leases, held, self.pause, self.health
         )
         self.started_at = time.monotonic()
+        self.exit_code = exitcodes.OK
 
     async def run(self) -> int:
         async with anyio.create_task_group() as infra:
@@ -82,12 +87,14 @@ class Supervisor:
             await infra.start(self.visibility.run)
             infra.start_soon(self.leases.heartbeat, self.visibility)
             infra.start_soon(self._watch_signals, infra)
+            if self.settings.until_empty:
+                infra.start_soon(self._give_up_when_stuck, infra)
             self.health.started = True
             log.info(
                 "worker.started",
-                queue_url=self.settings.queue_url,
-                concurrency=self.settings.concurrency,
-                rate_limit=self.settings.rate_limit,
+                version=__version__,
+                sqs_region=self.sqs_region,
+                settings=effective_settings(self.settings),
                 until_empty=self.settings.until_empty,
                 pid=os.getpid(),
             )
@@ -99,7 +106,7 @@ class Supervisor:
             await self._wait_for_batchers()
             infra.cancel_scope.cancel()
         self._log_summary()
-        return exitcodes.OK
+        return self.exit_code
 
     async def _wait_for_batchers(self) -> None:
         # SqsBatcher.run returns once closed and flushed; only then may the infra group go.
@@ -149,6 +156,24 @@ class Supervisor:
             waiting.append(f"{self.handler.in_progress} messages being handled")
         return waiting
 
+    async def _give_up_when_stuck(self, infra: TaskGroup) -> None:
+        """--until-empty: stop with exit code 1 once the worker has been unable to work
+        (unready: it cannot receive, its credentials are refused, Cognito is out of reach)
+        for give_up_after_s. The messages stay in the queue."""
+        unready_since: float | None = None
+        while not self.health.stopping:
+            await anyio.sleep(GIVE_UP_CHECK_S)
+            ready, reason = self.health.ready()
+            now = anyio.current_time()
+            if ready:
+                unready_since = None
+                continue
+            unready_since = now if unready_since is None else unready_since
+            if now - unready_since >= self.settings.give_up_after_s and not self.health.stopping:
+                log.error("worker.gave_up", reason=reason, unready_s=round(now - unready_since, 1))
+                self.exit_code = exitcodes.FAILURE
+                self._begin_shutdown(f"gave up: {reason}", infra)
+
     async def _enforce_deadline(self) -> None:
         deadline = anyio.current_time() + self.settings.shutdown_timeout_s
         while (left := deadline - anyio.current_time()) > 0:
@@ -180,12 +205,19 @@ class Supervisor:
 async def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop (or, with --until-empty, the queue is drained)."""
     async with AsyncExitStack() as stack:
-        clients = Clients(stack, cognito_connections=settings.concurrency)
+        region = sqs_region(settings.queue_url)
+        clients = Clients(stack, cognito_connections=settings.concurrency, sqs_region=region)
         sqs = await clients.sqs()
         service = Supervisor(settings, clients, sqs)
         if settings.metrics_port:
-            runner = await start_server(
-                service.health, settings.metrics_bind, settings.metrics_port
-            )
+            try:
+                runner = await start_server(
+                    service.health, settings.metrics_bind, settings.metrics_port
+                )
+            except OSError as exc:
+                raise metrics_address_error(
+                    exc, settings.metrics_bind, settings.metrics_port
+                ) from None
             stack.push_async_callback(runner.cleanup)
+        await check_queues_exist(sqs, settings)
         return await service.run()
