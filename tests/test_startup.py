@@ -180,9 +180,7 @@ async def test_until_empty_gives_up_when_the_queue_cannot_be_reached(
         "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{free_port()}",
         "FEEDBACK_METRICS_PORT": "0",
     }
-    process = WorkerProcess(
-        env, ("--until-empty", "--give-up-after", str(GIVE_UP_AFTER_S))
-    ).start()
+    process = WorkerProcess(env, ("--until-empty", "--give-up-after", str(GIVE_UP_AFTER_S))).start()
     try:
         code = await process.wait(COMMAND_TIMEOUT_S)
     finally:
@@ -202,9 +200,7 @@ async def test_until_empty_gives_up_when_cognito_refuses_the_credentials_and_kee
         "AWS_ACCESS_KEY_ID": "AKIAUNKNOWNTOCOGNITO",
         "FEEDBACK_METRICS_PORT": "0",
     }
-    process = WorkerProcess(
-        env, ("--until-empty", "--give-up-after", str(GIVE_UP_AFTER_S))
-    ).start()
+    process = WorkerProcess(env, ("--until-empty", "--give-up-after", str(GIVE_UP_AFTER_S))).start()
     try:
         code = await process.wait(COMMAND_TIMEOUT_S)
     finally:

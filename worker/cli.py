@@ -118,9 +118,11 @@ def _enqueue(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     from worker.ops.dlq_command import dlq_command
 
-    values = resolve(args, os.environ, ["queue_url", "dlq_url"])
+    # inspect reads the DLQ only; redrive needs the queue to move messages back to.
+    fields = ["dlq_url"] if args.dlq_command == "inspect" else ["queue_url", "dlq_url"]
+    values = resolve(args, os.environ, fields)
     configure_logging(fmt="auto", level="warning")
-    code: int = anyio.run(dlq_command, args, values["queue_url"], values["dlq_url"])
+    code: int = anyio.run(dlq_command, args, values.get("queue_url", ""), values["dlq_url"])
     return code
 
 
@@ -189,7 +191,7 @@ def _add_dlq_commands(dlq: argparse.ArgumentParser) -> None:
     inspect.add_argument("--samples", type=int, default=3, help="sample bodies per ErrorCode")
     inspect.add_argument("--max-messages", type=int, default=1000, help="most messages to read")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_arguments(inspect, ["queue_url", "dlq_url", "username_hash_key"])
+    add_arguments(inspect, ["dlq_url", "username_hash_key"])
     redrive = dlq_commands.add_parser("redrive", help="move dead-lettered messages back")
     redrive.add_argument(
         "--error-code", action="append", default=[], help="only these ErrorCodes (repeatable)"
@@ -201,6 +203,14 @@ def _add_dlq_commands(dlq: argparse.ArgumentParser) -> None:
     )
     redrive.add_argument("--max-messages", type=int, default=0, help="most to move (0 = all)")
     redrive.add_argument("--rate", type=float, default=100.0, help="messages per second")
+    redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count what would move, by ErrorCode, and move nothing",
+    )
+    redrive.add_argument(
+        "--yes", action="store_true", help="move without showing the counts and asking first"
+    )
     add_arguments(redrive, ["queue_url", "dlq_url", "username_hash_key"])
 
 
