@@ -1,4 +1,4 @@
-"""The `feedback-worker` command line: run, healthcheck, check-config, enqueue, dlq.
+"""The `feedback-worker` command line: run, healthcheck, check-config, status, enqueue, dlq.
 
 `run` and `healthcheck` are the service; the operator commands live in `worker.ops`.
 
@@ -10,6 +10,7 @@ message naming it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -61,9 +62,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
     port = values["metrics_port"]
     if port == 0:
         raise ConfigError("--metrics-port / FEEDBACK_METRICS_PORT", "is 0 (off): nothing to check")
-    host = values["metrics_bind"]
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
+    host = _local_host(values["metrics_bind"])
     path = "/healthz" if args.liveness else "/readyz"
     url = f"http://{host}:{port}{path}"
     try:
@@ -104,6 +103,31 @@ def _check_config(args: argparse.Namespace) -> int:
         return exitcodes.FAILURE
     print("configuration is valid and both queues are reachable")
     return exitcodes.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from worker.ops.status import status_command
+
+    values = resolve(args, os.environ, ["queue_url", "dlq_url", "metrics_port", "metrics_bind"])
+    workers = list(args.worker)
+    if not workers and values["metrics_port"]:
+        workers = [f"http://{_local_host(values['metrics_bind'])}:{values['metrics_port']}"]
+    configure_logging(fmt="auto", level="warning")
+    code: int = anyio.run(
+        functools.partial(
+            status_command,
+            args,
+            queue_url=values["queue_url"],
+            dlq_url=values["dlq_url"],
+            workers=workers,
+        )
+    )
+    return code
+
+
+def _local_host(bind: str) -> str:
+    """Where a worker bound to `bind` on this host answers."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
 
 
 def _enqueue(args: argparse.Namespace) -> int:
@@ -180,6 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--file", help="JSONL file of verdict bodies, one per line ('-' for stdin)"
     )
+
+    status = command(
+        "status",
+        _status,
+        "The queues' depth and age, dead letters by ErrorCode, workers' readiness.",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a worker's metrics address (http://host:9464), repeatable; default: the one "
+        "--metrics-bind and --metrics-port name on this host",
+    )
+    status.add_argument(
+        "--dlq-sample",
+        type=int,
+        default=100,
+        help="dead letters read to count by ErrorCode (0: none), all given back",
+    )
+    add_arguments(status, ["queue_url", "dlq_url", "metrics_port", "metrics_bind"])
 
     _add_dlq_commands(command("dlq", _dlq, "Inspect or redrive the dead-letter queue."))
     return parser
