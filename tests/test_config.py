@@ -14,8 +14,6 @@ from worker.config import (
     FROM_DEFAULT,
     FROM_ENVIRONMENT,
     FROM_FLAG,
-    HIDDEN_RANDOM,
-    HIDDEN_SET,
     MAX_VISIBILITY_TIMEOUT_S,
     MAX_WAIT_TIME_S,
     SETTINGS,
@@ -23,10 +21,10 @@ from worker.config import (
     Setting,
     Settings,
     add_arguments,
-    effective_settings,
     load_settings,
     resolve,
 )
+from worker.effective import HIDDEN_RANDOM, HIDDEN_SET, check_variable_names, effective_settings
 from worker.errors import ConfigError
 
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/verdicts"
@@ -318,20 +316,26 @@ def test_numeric_parsers_only_ever_raise_config_error_naming_the_source(
 # -- names, readability and sources ----------------------------------------------------------
 
 
+def unknown_name_error(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        check_variable_names(environ)
+    return caught.value
+
+
 def test_an_unknown_feedback_variable_is_refused_naming_the_closest_setting() -> None:
-    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_CONCURRENCYY": "4"})
+    error = unknown_name_error({**REQUIRED_ENV, "FEEDBACK_CONCURRENCYY": "4"})
     assert error.setting == "FEEDBACK_CONCURRENCYY"
     assert "did you mean FEEDBACK_CONCURRENCY?" in error.reason
 
 
 def test_an_unknown_feedback_variable_with_no_close_setting_is_still_refused() -> None:
-    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_XYZZY": "1"})
+    error = unknown_name_error({**REQUIRED_ENV, "FEEDBACK_XYZZY": "1"})
     assert error.setting == "FEEDBACK_XYZZY"
     assert "did you mean" not in error.reason
 
 
 def test_other_variables_are_none_of_the_workers_business() -> None:
-    load_settings({}, {**REQUIRED_ENV, "AWS_REGION": "eu-west-1", "FEEDBACKS": "x"})
+    check_variable_names({**REQUIRED_ENV, "AWS_REGION": "eu-west-1", "FEEDBACKS": "x"})
 
 
 def test_a_variable_holding_bytes_that_are_not_utf8_is_refused_as_unreadable() -> None:

@@ -23,17 +23,17 @@ from worker.config import (
     FROM_DEFAULT,
     SETTINGS,
     add_arguments,
-    check_variable_names,
     load_settings,
     resolve,
-    shown_value,
 )
+from worker.effective import check_variable_names, shown_value
 from worker.errors import ConfigError
 from worker.logs import configure_logging
 
 Command = Callable[[argparse.Namespace], int]
 
 HEALTH_TIMEOUT_S = 3.0
+STATUS_HELP = "The queues' depth and age, dead letters by ErrorCode, workers' readiness."
 
 
 def _seconds_above_zero(text: str) -> float:
@@ -163,6 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
+    _add_service_commands(command)
+    health = command("healthcheck", _healthcheck, "Exit 0 if the local worker is ready, else 1.")
+    health.add_argument("--liveness", action="store_true", help="check /healthz, not /readyz")
+    add_arguments(health, ["metrics_port", "metrics_bind"])
+
+    enqueue = command("enqueue", _enqueue, "Send verdicts (from flags, or JSONL) to the queue.")
+    add_arguments(enqueue, ["queue_url", "username_hash_key"])
+    enqueue.add_argument("--pool", help="UserPoolId of a single verdict")
+    enqueue.add_argument("--user", help="Username of a single verdict")
+    enqueue.add_argument("--event", help="EventId of a single verdict")
+    enqueue.add_argument("--value", help="FeedbackValue of a single verdict: Valid or Invalid")
+    enqueue.add_argument(
+        "--file", help="JSONL file of verdict bodies, one per line ('-' for stdin)"
+    )
+
+    _add_status_command(command("status", _status, STATUS_HELP))
+    _add_dlq_commands(command("dlq", _dlq, "Inspect or redrive the dead-letter queue."))
+    return parser
+
+
+def _add_service_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
     run = command("run", _run, "Run the worker (a long-lived service, or --until-empty).")
     run.add_argument(
         "--until-empty",
@@ -191,25 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(check)
 
-    health = command("healthcheck", _healthcheck, "Exit 0 if the local worker is ready, else 1.")
-    health.add_argument("--liveness", action="store_true", help="check /healthz, not /readyz")
-    add_arguments(health, ["metrics_port", "metrics_bind"])
 
-    enqueue = command("enqueue", _enqueue, "Send verdicts (from flags, or JSONL) to the queue.")
-    add_arguments(enqueue, ["queue_url", "username_hash_key"])
-    enqueue.add_argument("--pool", help="UserPoolId of a single verdict")
-    enqueue.add_argument("--user", help="Username of a single verdict")
-    enqueue.add_argument("--event", help="EventId of a single verdict")
-    enqueue.add_argument("--value", help="FeedbackValue of a single verdict: Valid or Invalid")
-    enqueue.add_argument(
-        "--file", help="JSONL file of verdict bodies, one per line ('-' for stdin)"
-    )
-
-    status = command(
-        "status",
-        _status,
-        "The queues' depth and age, dead letters by ErrorCode, workers' readiness.",
-    )
+def _add_status_command(status: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument(
         "--worker",
@@ -226,9 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="dead letters read to count by ErrorCode (0: none), all given back",
     )
     add_arguments(status, ["queue_url", "dlq_url", "metrics_port", "metrics_bind"])
-
-    _add_dlq_commands(command("dlq", _dlq, "Inspect or redrive the dead-letter queue."))
-    return parser
 
 
 def _add_dlq_commands(dlq: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ setting, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import argparse
-import difflib
 import ipaddress
 import os
 import re
@@ -23,23 +22,18 @@ from worker.errors import ConfigError
 
 LogFormat = Literal["json", "console", "auto"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ENV_PREFIX = "FEEDBACK_"
 # Where a setting's value came from (check-config --show, the start-up log line).
 FROM_FLAG = "flag"
 FROM_ENVIRONMENT = "environment"
 FROM_DEFAULT = "default"
-HIDDEN_SET = "(set)"
-HIDDEN_RANDOM = "(random per process)"
 # --until-empty gives up when the worker cannot work (unready) for this long.
 DEFAULT_GIVE_UP_AFTER_S = 60.0
 
 # SQS limits (FACTS.md): visibility 0 s to 12 h, long poll at most 20 s.
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
 MAX_WAIT_TIME_S = 20
-# A poll is never cut off (worker.receiver), so its wait is how long an idle worker takes to
-# stop. One second keeps a stop prompt for about one empty receive a second while idle
-# (some 2.6 million requests a month, about $1 at SQS's request price); 20 s costs a
-# twentieth of that and stops up to 20 s late.
+# A poll is never cut off (worker.receiver): its wait is how long an idle worker takes to stop.
+# 1 s costs about one empty receive a second while idle (some $1 a month); 20 s, a twentieth.
 DEFAULT_WAIT_TIME_S = 1.0
 # Cognito's user-write quota is 25/s per account per region; the default leaves headroom for
 # the application's own user writes, which share it.
@@ -317,17 +311,6 @@ def add_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None 
         )
 
 
-def check_variable_names(environ: Mapping[str, str]) -> None:
-    """Refuse a FEEDBACK_* variable that is no setting (a typo would otherwise be ignored)."""
-    known = sorted(setting.env.removeprefix(ENV_PREFIX) for setting in SETTINGS)
-    for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX) not in known:
-            # Compared without the prefix they all share, which would make anything look close.
-            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)
-            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
-            raise ConfigError(name, f"is not a setting of this program{hint}")
-
-
 def _readable(text: str, source: str) -> str:
     """The text, unless the environment held bytes that are not UTF-8 (never quoted)."""
     try:
@@ -391,7 +374,6 @@ def load_settings(
 ) -> Settings:
     """Build the worker's Settings; raises ConfigError naming the first bad setting."""
     env = os.environ if environ is None else environ
-    check_variable_names(env)
     sources: dict[str, str] = {}
     values = resolve(args, env, [s.field for s in SETTINGS], sources)
     values.setdefault("username_hash_key", secrets.token_bytes(32))
@@ -415,16 +397,3 @@ def load_settings(
             "a FIFO source queue needs a FIFO dead-letter queue, and a standard one a standard DLQ",
         )
     return settings
-
-
-def shown_value(settings: Settings, setting: Setting) -> Any:
-    """A setting's value fit for logs and terminals: secrets are never shown."""
-    if setting.secret:
-        given = settings.sources.get(setting.field, FROM_DEFAULT) != FROM_DEFAULT
-        return HIDDEN_SET if given else HIDDEN_RANDOM
-    return getattr(settings, setting.field)
-
-
-def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value as the worker uses it, secrets hidden (the start-up log line)."""
-    return {setting.field: shown_value(settings, setting) for setting in SETTINGS}

@@ -21,7 +21,8 @@ from anyio.abc import TaskGroup
 from worker import __version__, exitcodes
 from worker.clients import Clients, sqs_region
 from worker.cognito import CognitoCaller
-from worker.config import Settings, effective_settings
+from worker.config import Settings
+from worker.effective import effective_settings
 from worker.handler import Handler
 from worker.health import HealthState, start_server
 from worker.leases import Leases
