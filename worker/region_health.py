@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
+from worker import metrics
 from worker.outcome import Kind, Outcome
 
 log = structlog.get_logger()
@@ -46,6 +47,7 @@ class RegionHealth:
             self.last_error = outcome.code
             if self.down_since is None and self._failures_in_row >= DOWN_AFTER_FAILURES:
                 self.down_since = self._clock()
+                metrics.REGION_DOWN.labels(self.region).set(1)
                 log.error(
                     "region.down",
                     region=self.region,
@@ -64,4 +66,5 @@ class RegionHealth:
                     down_for_s=round(self._clock() - self.down_since, 1),
                 )
                 self.down_since = None
+                metrics.REGION_DOWN.labels(self.region).set(0)
         return self.down

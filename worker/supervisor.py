@@ -18,7 +18,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from worker import __version__, exitcodes
+from worker import __version__, emf, exitcodes
 from worker.clients import Clients, sqs_region
 from worker.cognito import CognitoCaller
 from worker.config import Settings
@@ -88,6 +88,7 @@ class Supervisor:
             await infra.start(self.visibility.run)
             infra.start_soon(self.leases.heartbeat, self.visibility)
             infra.start_soon(self._watch_signals, infra)
+            infra.start_soon(emf.emit_every, self.settings.queue_url, self._state_metrics)
             if self.settings.until_empty:
                 infra.start_soon(self._give_up_when_stuck, infra)
             self.health.started = True
@@ -156,6 +157,15 @@ class Supervisor:
         if self.handler.in_progress:
             waiting.append(f"{self.handler.in_progress} messages being handled")
         return waiting
+
+    def _state_metrics(self) -> dict[str, float]:
+        """The worker's state for the CloudWatch metrics of its logs (worker.emf)."""
+        return {
+            "Paused": float(self.pause.paused),
+            "Ready": float(self.health.ready()[0]),
+            "MessagesHeld": float(len(self.leases)),
+            "RegionsDown": float(len(self.health.regions_down())),
+        }
 
     async def _give_up_when_stuck(self, infra: TaskGroup) -> None:
         """--until-empty: stop with exit code 1 once the worker has been unable to work
