@@ -23,12 +23,15 @@ from botocore.model import ListShape, MapShape, Shape, StringShape, StructureSha
 from botocore.validate import ParamValidator
 from ruamel.yaml import YAML
 
+from worker import emf
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 KUSTOMIZE_BASE = DEPLOY / "kubernetes"
 TASK_DEFINITION = DEPLOY / "ecs" / "task-definition.json"
+ECS_SERVICE = DEPLOY / "ecs" / "service.yaml"
 IAM_POLICIES = sorted((DEPLOY / "iam").glob("*.json"))
 QUEUES_TEMPLATE = DEPLOY / "cloudformation" / "queues.yaml"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "feedback-worker.service"
@@ -465,13 +468,15 @@ def test_autoscaling_targets_the_worker_within_the_cognito_quota(
     assert trigger["type"] == "aws-sqs-queue"
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert auth["spec"]["podIdentity"]["provider"] == "aws"
-    assert trigger["metadata"]["queueURL"] == config["FEEDBACK_QUEUE_URL"]
+    # The queue URL is said once, in the worker's settings; KEDA reads it from there.
+    assert "queueURL" not in trigger["metadata"]
+    assert trigger["metadata"]["queueURLFromEnv"] == "FEEDBACK_QUEUE_URL"
     assert f"//sqs.{trigger['metadata']['awsRegion']}." in config["FEEDBACK_QUEUE_URL"]
     # Replicas share one per-region quota: more of them add availability, not throughput.
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     assert scaled["maxReplicaCount"] <= MAX_REPLICAS_WORTH_RUNNING
-    ceiling = float(config["FEEDBACK_RATE_LIMIT"]) * scaled["maxReplicaCount"]
-    assert ceiling <= COGNITO_CALLS_PER_S_PER_REGION
+    # Each replica may use the whole quota; their adaptive control shares it.
+    assert float(config["FEEDBACK_RATE_LIMIT"]) == COGNITO_CALLS_PER_S_PER_REGION
 
 
 def test_deployment_runs_locked_down_and_outlives_the_drain(
@@ -481,7 +486,12 @@ def test_deployment_runs_locked_down_and_outlives_the_drain(
     config = _one(rendered, "ConfigMap")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    secrets = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container["env"]
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
     (port,) = container["ports"]
     shutdown_s = float(config["data"].get("FEEDBACK_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S))
 
@@ -501,6 +511,9 @@ def test_deployment_runs_locked_down_and_outlives_the_drain(
     assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
     assert env["FEEDBACK_METRICS_BIND"] == "0.0.0.0"
     assert int(env["FEEDBACK_METRICS_PORT"]) == port["containerPort"] == METRICS_PORT
+    # One hash key for every replica, from a Secret, so that their logs correlate.
+    assert secrets["FEEDBACK_USERNAME_HASH_KEY"]["name"]
+    assert "FEEDBACK_USERNAME_HASH_KEY" not in config["data"]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}, probe
     assert "replicas" not in deployment["spec"], "the ScaledObject owns the replica count"
@@ -562,6 +575,39 @@ def test_ecs_task_stops_gracefully_and_runs_locked_down() -> None:
     assert task["taskRoleArn"] != task["executionRoleArn"]
     assert env["FEEDBACK_METRICS_BIND"] == "0.0.0.0"
     assert [mapping["containerPort"] for mapping in container["portMappings"]] == [METRICS_PORT]
+    # The hash key comes from Secrets Manager, never from the plain environment.
+    secrets = {item["name"]: item["valueFrom"] for item in container["secrets"]}
+    assert secrets["FEEDBACK_USERNAME_HASH_KEY"].startswith("arn:aws:secretsmanager:")
+    assert "FEEDBACK_USERNAME_HASH_KEY" not in env
+
+
+def test_ecs_service_template_passes_cfn_lint() -> None:
+    cfn_lint = _venv_tool("cfn-lint")
+
+    result = _run([cfn_lint, "--format", "json", "--include-checks", "I", "--", str(ECS_SERVICE)])
+
+    assert result.returncode == 0, _report(result)
+    assert json.loads(result.stdout) == [], _report(result)
+
+
+def test_ecs_service_scales_on_queue_depth_within_the_quota_and_shows_a_paused_worker() -> None:
+    resources = YAML(typ="rt").load(ECS_SERVICE.read_text())["Resources"]
+    target = resources["ScalableTarget"]["Properties"]
+    alarms = {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+    assert 2 <= target["MinCapacity"] <= target["MaxCapacity"] <= MAX_REPLICAS_WORTH_RUNNING
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    depth = [a for a in alarms.values() if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert {str(a["AlarmActions"][0].value) for a in depth} == {"ScaleOutPolicy", "ScaleInPolicy"}
+    # The paused and ready states come from the workers' own log lines (worker.emf).
+    by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()}
+    assert by_metric[(emf.NAMESPACE, "Paused")]["Dimensions"][0]["Name"] == emf.DIMENSION
+    assert by_metric[(emf.NAMESPACE, "Ready")]["TreatMissingData"] == "breaching"
+    assert {"Paused", "Ready"} <= emf.METRICS.keys()
 
 
 # --- IAM --------------------------------------------------------------------------------------
@@ -669,12 +715,19 @@ def test_queue_template_keeps_dead_letters_and_refuses_plain_http() -> None:
     alarms = {
         (alarm["Properties"]["MetricName"], alarm["Properties"]["Dimensions"][0]["Value"].value)
         for alarm in resources.values()
-        if alarm["Type"] == "AWS::CloudWatch::Alarm"
+        if alarm["Type"] == "AWS::CloudWatch::Alarm" and "MetricName" in alarm["Properties"]
     }
     assert alarms == {
         ("ApproximateNumberOfMessagesVisible", "DeadLetterQueue.QueueName"),
         ("ApproximateAgeOfOldestMessage", "FeedbackQueue.QueueName"),
     }
+    # The throttle ratio of the quota category, from the AWS/Usage metrics.
+    ratio = resources["ThrottleRatioAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in ratio["Metrics"]}
+    assert metrics["throttles"]["MetricStat"]["Metric"]["MetricName"] == "ThrottleCount"
+    assert metrics["calls"]["MetricStat"]["Metric"]["MetricName"] == "CallCount"
+    assert metrics["ratio"]["ReturnData"] is True
+    assert "throttles / calls" in metrics["ratio"]["Expression"]
     assert {"FeedbackQueueUrl", "FeedbackQueueArn", "DeadLetterQueueUrl", "DeadLetterQueueArn"} <= (
         template["Outputs"].keys()
     )
@@ -801,6 +854,13 @@ def _settings_by_target() -> dict[str, dict[str, str]]:
         "ecs": {item["name"]: item["value"] for item in container["environment"]},
         "systemd": _env_file(SYSTEMD_ENV),
     }
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "ecs", "systemd"])
+def test_every_target_lets_each_worker_use_the_whole_regional_quota(target: str) -> None:
+    settings = _settings_by_target()[target]
+
+    assert float(settings["FEEDBACK_RATE_LIMIT"]) == COGNITO_CALLS_PER_S_PER_REGION
 
 
 @pytest.mark.parametrize("target", ["kubernetes", "ecs", "systemd"])
