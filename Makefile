@@ -7,12 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
+TOOLS := $(VENV)/tools
+PROMTOOL := $(TOOLS)/promtool
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FAULTS_ARGS ?= --full
 SOURCES := worker deploy/local/feedback_local tests
 
-.PHONY: help install run test test-fast lint format type stack bench faults clean lock
+.PHONY: help install promtool run test test-fast lint format type stack bench faults clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,19 +26,31 @@ $(STAMP): pyproject.toml deploy/local/pyproject.toml $(LOCK)
 
 install: $(STAMP) ## Create .venv with the worker, the local stack (deploy/local) and the dev tools
 
+promtool: $(PROMTOOL) ## promtool for the alert-rule tests, taken from Debian's prometheus package
+
+# Only the promtool binary is taken from the package (nothing is installed or started); where
+# the package cannot be had, the rule tests skip and say why.
+$(PROMTOOL):
+	@mkdir -p $(TOOLS)/deb
+	@cd $(TOOLS)/deb && { apt-get download prometheus >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } \
+	  && dpkg-deb -x prometheus_*.deb root && install -m 0755 root/usr/bin/promtool ../promtool \
+	  || echo "promtool not installed (apt-get download prometheus failed): the rule tests skip"
+	@rm -rf $(TOOLS)/deb
+
 lock: ## Re-pin requirements/lock.txt from what .venv holds
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^cognito-feedback-' > $(LOCK)
 
 run: install ## Start the local stack, drain a demo workload through the worker, print a summary
 	$(BIN)/feedback-local demo
 
-test: install ## Lint, type-check and run the whole test suite against the local stack
+test: install promtool ## Lint, type-check and run the whole test suite against the local stack
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install ## Only the tests (no lint or type check)
+test-fast: install promtool ## Only the tests (no lint or type check)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## ruff lint and format check

@@ -11,9 +11,9 @@ import pytest
 from types_aiobotocore_sqs.client import SQSClient
 
 from feedback_local.stack import LocalStack, QueuePair
-from worker.config import Settings
+from worker.config import Settings, load_settings
 from worker.ops.aws_calls import describe_error
-from worker.ops.check_config import inspect_aws
+from worker.ops.check_config import Findings, inspect_aws, inspect_offline
 
 
 def settings_for(
@@ -140,3 +140,88 @@ def test_every_kind_of_failure_reads_as_plain_words(error: BaseException, expect
     )
     assert text.startswith(expected)
     assert "\n" not in text
+
+
+# -- offline: what needs no AWS call -----------------------------------------------------------
+
+AWS_QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/verdicts"
+AWS_DLQ = "https://sqs.eu-west-1.amazonaws.com/123456789012/verdicts-dlq"
+
+
+def offline(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    region: str | None = None,
+    queue_url: str = AWS_QUEUE,
+    dlq_url: str = AWS_DLQ,
+    **environ: str,
+) -> Findings:
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    if region is not None:
+        monkeypatch.setenv("AWS_REGION", region)
+    env = {"FEEDBACK_QUEUE_URL": queue_url, "FEEDBACK_DLQ_URL": dlq_url, **environ}
+    return inspect_offline(load_settings({}, env))
+
+
+def test_offline_an_aws_queue_url_gives_the_region_when_none_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    findings = offline(monkeypatch, FEEDBACK_METRICS_PORT="0")
+    assert findings.problems == []
+    assert findings.warnings == []
+
+
+def test_offline_no_region_and_a_local_queue_url_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    findings = offline(
+        monkeypatch,
+        queue_url="http://127.0.0.1:4566/123456789012/q",
+        dlq_url="http://127.0.0.1:4566/123456789012/q-dlq",
+        FEEDBACK_METRICS_PORT="0",
+    )
+    [problem] = findings.problems
+    assert "set AWS_REGION" in problem
+
+
+def test_offline_a_region_other_than_the_queue_urls_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    findings = offline(monkeypatch, region="us-east-1", FEEDBACK_METRICS_PORT="0")
+    [problem] = findings.problems
+    assert "eu-west-1" in problem
+    assert "us-east-1" in problem
+
+
+def test_offline_a_dlq_in_another_region_or_account_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    findings = offline(
+        monkeypatch,
+        dlq_url="https://sqs.us-east-1.amazonaws.com/999999999999/verdicts-dlq",
+        FEEDBACK_METRICS_PORT="0",
+    )
+    assert len(findings.problems) == 2
+    assert "region" in findings.problems[0]
+    assert "account" in findings.problems[1]
+
+
+def test_offline_a_bind_address_not_of_this_host_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    findings = offline(monkeypatch, FEEDBACK_METRICS_BIND="192.0.2.1")
+    [problem] = findings.problems
+    assert "not an address of this host" in problem
+
+
+def test_offline_a_metrics_port_in_use_is_a_warning_since_it_may_be_this_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        findings = offline(monkeypatch, FEEDBACK_METRICS_PORT=str(port))
+    assert findings.problems == []
+    [warning] = findings.warnings
+    assert f"port {port}" in warning

@@ -241,6 +241,31 @@ async def test_check_config_aws_with_a_missing_queue_exits_one_with_a_plain_mess
     assert "Traceback" not in err
 
 
+async def test_check_config_show_lists_every_setting_with_where_it_came_from(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FEEDBACK_CONCURRENCY", "7")
+    monkeypatch.setenv("FEEDBACK_USERNAME_HASH_KEY", HASH_KEY)
+    code = await run_cli("check-config", "--show", "--rate-limit", "3", "--metrics-port", "0")
+    assert code == exitcodes.OK
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("FEED")}
+    assert set(rows) == {setting.env for setting in SETTINGS}
+    assert rows["FEEDBACK_CONCURRENCY"][1:] == ["7", "(environment)"]
+    assert rows["FEEDBACK_RATE_LIMIT"][1:] == ["3.0", "(flag)"]
+    assert rows["FEEDBACK_MAX_ATTEMPTS"][1:] == ["8", "(default)"]
+    assert rows["FEEDBACK_USERNAME_HASH_KEY"][1:] == ["(set)", "(environment)"]
+    assert HASH_KEY not in out
+
+
+async def test_check_config_offline_catches_a_bind_address_of_another_host(
+    aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await run_cli("check-config", "--metrics-bind", "192.0.2.1")
+    assert code == exitcodes.CONFIG_ERROR
+    assert "problem: --metrics-bind / FEEDBACK_METRICS_BIND" in capsys.readouterr().err
+
+
 # -- --help ---------------------------------------------------------------------------------------
 
 

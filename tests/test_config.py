@@ -11,6 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.config import (
+    FROM_DEFAULT,
+    FROM_ENVIRONMENT,
+    FROM_FLAG,
     MAX_VISIBILITY_TIMEOUT_S,
     MAX_WAIT_TIME_S,
     SETTINGS,
@@ -21,6 +24,7 @@ from worker.config import (
     load_settings,
     resolve,
 )
+from worker.effective import HIDDEN_RANDOM, HIDDEN_SET, check_variable_names, effective_settings
 from worker.errors import ConfigError
 
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/verdicts"
@@ -52,6 +56,7 @@ BAD_VALUES: dict[str, list[str]] = {
         "eu-west-1=ftp://example.com",
         ",",
     ],
+    "metrics_bind": ["0.0.0.0:9464", "http://localhost", "300.1.2.3", "two words", "::1::2"],
 }
 NUMERIC_FIELDS = [
     "concurrency",
@@ -352,3 +357,64 @@ def test_botocores_override_is_ignored_once_the_endpoints_are_given_per_region()
         "FEEDBACK_COGNITO_ENDPOINTS": "*=http://127.0.0.1:2",
     }
     assert load_settings({}, env).cognito_endpoint("eu-west-1") == "http://127.0.0.1:2"
+
+
+# -- names, readability and sources ----------------------------------------------------------
+
+
+def unknown_name_error(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        check_variable_names(environ)
+    return caught.value
+
+
+def test_an_unknown_feedback_variable_is_refused_naming_the_closest_setting() -> None:
+    error = unknown_name_error({**REQUIRED_ENV, "FEEDBACK_CONCURRENCYY": "4"})
+    assert error.setting == "FEEDBACK_CONCURRENCYY"
+    assert "did you mean FEEDBACK_CONCURRENCY?" in error.reason
+
+
+def test_an_unknown_feedback_variable_with_no_close_setting_is_still_refused() -> None:
+    error = unknown_name_error({**REQUIRED_ENV, "FEEDBACK_XYZZY": "1"})
+    assert error.setting == "FEEDBACK_XYZZY"
+    assert "did you mean" not in error.reason
+
+
+def test_other_variables_are_none_of_the_workers_business() -> None:
+    check_variable_names({**REQUIRED_ENV, "AWS_REGION": "eu-west-1", "FEEDBACKS": "x"})
+
+
+def test_a_variable_holding_bytes_that_are_not_utf8_is_refused_as_unreadable() -> None:
+    unreadable = "https://sqs.eu-west-1.amazonaws.com/1/q" + "\udcff"  # os.environ's escape
+    error = config_error({}, {**REQUIRED_ENV, "FEEDBACK_QUEUE_URL": unreadable})
+    assert error.setting == "FEEDBACK_QUEUE_URL"
+    assert "not readable" in error.reason
+    assert "sqs" not in error.reason
+
+
+def test_each_setting_records_whether_a_flag_the_environment_or_the_default_gave_it() -> None:
+    settings = load_settings(
+        parsed_flags("--concurrency", "3"), {**REQUIRED_ENV, "FEEDBACK_LOG_LEVEL": "debug"}
+    )
+    assert settings.sources["concurrency"] == FROM_FLAG
+    assert settings.sources["log_level"] == FROM_ENVIRONMENT
+    assert settings.sources["queue_url"] == FROM_ENVIRONMENT
+    assert settings.sources["rate_limit"] == FROM_DEFAULT
+    assert set(settings.sources) == set(SETTINGS_BY_FIELD)
+
+
+@pytest.mark.parametrize(
+    ("environ", "shown"),
+    [
+        ({**REQUIRED_ENV, "FEEDBACK_USERNAME_HASH_KEY": HASH_KEY}, HIDDEN_SET),
+        (REQUIRED_ENV, HIDDEN_RANDOM),
+    ],
+)
+def test_the_effective_settings_show_every_value_but_the_secret(
+    environ: dict[str, str], shown: str
+) -> None:
+    effective = effective_settings(load_settings({}, environ))
+    assert effective["username_hash_key"] == shown
+    assert HASH_KEY not in str(effective)
+    assert effective["queue_url"] == QUEUE
+    assert set(effective) == set(SETTINGS_BY_FIELD)

@@ -23,12 +23,15 @@ from botocore.model import ListShape, MapShape, Shape, StringShape, StructureSha
 from botocore.validate import ParamValidator
 from ruamel.yaml import YAML
 
+from worker import emf
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 KUSTOMIZE_BASE = DEPLOY / "kubernetes"
 TASK_DEFINITION = DEPLOY / "ecs" / "task-definition.json"
+ECS_SERVICE = DEPLOY / "ecs" / "service.yaml"
 IAM_POLICIES = sorted((DEPLOY / "iam").glob("*.json"))
 QUEUES_TEMPLATE = DEPLOY / "cloudformation" / "queues.yaml"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "feedback-worker.service"
@@ -62,27 +65,28 @@ MAX_REPLICAS_WORTH_RUNNING = 3
 ECS_MAX_STOP_TIMEOUT_S = 120
 DLQ_RETENTION_S = 14 * 24 * 3600
 
-WORKER_ACTIONS = frozenset(
-    {
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
-        "sqs:ChangeMessageVisibility",
-        "sqs:GetQueueAttributes",
-        "sqs:SendMessage",
-        "cognito-idp:AdminUpdateAuthEventFeedback",
-    }
-)
-OPERATOR_ACTIONS = frozenset(
-    {
-        "sqs:GetQueueAttributes",
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
-        "sqs:SendMessage",
-        "sqs:StartMessageMoveTask",
-        "sqs:ListMessageMoveTasks",
-        "sqs:CancelMessageMoveTask",
-    }
-)
+# Actions that name no resource in IAM: a statement of only these may use Resource "*".
+ACTIONS_WITHOUT_RESOURCES = frozenset({"cloudwatch:GetMetricData"})
+# The example values of deploy/iam/*.json, and what the CloudFormation template says instead.
+EXAMPLE_REGION = "eu-west-1"
+CFN_VALUES: dict[tuple[str, str], Any] = {
+    ("!GetAtt", "FeedbackQueue.Arn"): "arn:aws:sqs:eu-west-1:123456789012:cognito-feedback",
+    ("!GetAtt", "DeadLetterQueue.Arn"): "arn:aws:sqs:eu-west-1:123456789012:cognito-feedback-dlq",
+    ("!Ref", "UserPoolArns"): [
+        "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_EXAMPLE"
+    ],
+    ("!Ref", "KmsKeyArn"): (
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    ),
+}
+# Managed policies of the template and the file each mirrors (a KMS statement under
+# UseCustomerKey mirrors worker-kms-policy.json).
+CFN_POLICY_FILES = {
+    "WorkerPolicy": "worker-policy.json",
+    "OperatorPolicy": "operator-policy.json",
+    "ProducerPolicy": "producer-policy.json",
+    "ScalerPolicy": "keda-scaler-policy.json",
+}
 STANDARD_KINDS = frozenset(
     {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"}
 )
@@ -308,16 +312,6 @@ def _cfn_template() -> Any:
     return YAML(typ="rt").load(QUEUES_TEMPLATE.read_text())
 
 
-def _cfn_statement_actions(policy_resource: Any) -> dict[str, frozenset[str]]:
-    """Actions per Sid of a managed policy, leaving out the statements under a condition."""
-    statements = policy_resource["Properties"]["PolicyDocument"]["Statement"]
-    return {
-        statement["Sid"]: frozenset(_as_list(statement["Action"]))
-        for statement in statements
-        if "Sid" in statement
-    }
-
-
 # --- Dockerfile -----------------------------------------------------------------------------
 
 
@@ -474,13 +468,15 @@ def test_autoscaling_targets_the_worker_within_the_cognito_quota(
     assert trigger["type"] == "aws-sqs-queue"
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert auth["spec"]["podIdentity"]["provider"] == "aws"
-    assert trigger["metadata"]["queueURL"] == config["FEEDBACK_QUEUE_URL"]
+    # The queue URL is said once, in the worker's settings; KEDA reads it from there.
+    assert "queueURL" not in trigger["metadata"]
+    assert trigger["metadata"]["queueURLFromEnv"] == "FEEDBACK_QUEUE_URL"
     assert f"//sqs.{trigger['metadata']['awsRegion']}." in config["FEEDBACK_QUEUE_URL"]
     # Replicas share one per-region quota: more of them add availability, not throughput.
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     assert scaled["maxReplicaCount"] <= MAX_REPLICAS_WORTH_RUNNING
-    ceiling = float(config["FEEDBACK_RATE_LIMIT"]) * scaled["maxReplicaCount"]
-    assert ceiling <= COGNITO_CALLS_PER_S_PER_REGION
+    # Each replica may use the whole quota; their adaptive control shares it.
+    assert float(config["FEEDBACK_RATE_LIMIT"]) == COGNITO_CALLS_PER_S_PER_REGION
 
 
 def test_deployment_runs_locked_down_and_outlives_the_drain(
@@ -490,7 +486,12 @@ def test_deployment_runs_locked_down_and_outlives_the_drain(
     config = _one(rendered, "ConfigMap")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    secrets = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container["env"]
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
     (port,) = container["ports"]
     shutdown_s = float(config["data"].get("FEEDBACK_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S))
 
@@ -510,6 +511,9 @@ def test_deployment_runs_locked_down_and_outlives_the_drain(
     assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
     assert env["FEEDBACK_METRICS_BIND"] == "0.0.0.0"
     assert int(env["FEEDBACK_METRICS_PORT"]) == port["containerPort"] == METRICS_PORT
+    # One hash key for every replica, from a Secret, so that their logs correlate.
+    assert secrets["FEEDBACK_USERNAME_HASH_KEY"]["name"]
+    assert "FEEDBACK_USERNAME_HASH_KEY" not in config["data"]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}, probe
     assert "replicas" not in deployment["spec"], "the ScaledObject owns the replica count"
@@ -571,6 +575,39 @@ def test_ecs_task_stops_gracefully_and_runs_locked_down() -> None:
     assert task["taskRoleArn"] != task["executionRoleArn"]
     assert env["FEEDBACK_METRICS_BIND"] == "0.0.0.0"
     assert [mapping["containerPort"] for mapping in container["portMappings"]] == [METRICS_PORT]
+    # The hash key comes from Secrets Manager, never from the plain environment.
+    secrets = {item["name"]: item["valueFrom"] for item in container["secrets"]}
+    assert secrets["FEEDBACK_USERNAME_HASH_KEY"].startswith("arn:aws:secretsmanager:")
+    assert "FEEDBACK_USERNAME_HASH_KEY" not in env
+
+
+def test_ecs_service_template_passes_cfn_lint() -> None:
+    cfn_lint = _venv_tool("cfn-lint")
+
+    result = _run([cfn_lint, "--format", "json", "--include-checks", "I", "--", str(ECS_SERVICE)])
+
+    assert result.returncode == 0, _report(result)
+    assert json.loads(result.stdout) == [], _report(result)
+
+
+def test_ecs_service_scales_on_queue_depth_within_the_quota_and_shows_a_paused_worker() -> None:
+    resources = YAML(typ="rt").load(ECS_SERVICE.read_text())["Resources"]
+    target = resources["ScalableTarget"]["Properties"]
+    alarms = {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+    assert 2 <= target["MinCapacity"] <= target["MaxCapacity"] <= MAX_REPLICAS_WORTH_RUNNING
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    depth = [a for a in alarms.values() if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert {str(a["AlarmActions"][0].value) for a in depth} == {"ScaleOutPolicy", "ScaleInPolicy"}
+    # The paused and ready states come from the workers' own log lines (worker.emf).
+    by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()}
+    assert by_metric[(emf.NAMESPACE, "Paused")]["Dimensions"][0]["Name"] == emf.DIMENSION
+    assert by_metric[(emf.NAMESPACE, "Ready")]["TreatMissingData"] == "breaching"
+    assert {"Paused", "Ready"} <= emf.METRICS.keys()
 
 
 # --- IAM --------------------------------------------------------------------------------------
@@ -584,8 +621,14 @@ def test_iam_policy_names_no_wildcard_action_or_resource(policy_file: Path) -> N
     for statement in _statements(policy):
         assert statement["Effect"] == "Allow"
         assert not {"NotAction", "NotResource", "Principal"} & statement.keys()
-        for value in _as_list(statement["Action"]) + _as_list(statement["Resource"]):
+        actions = _as_list(statement["Action"])
+        for value in actions:
             assert "*" not in value, f"{statement['Sid']}: {value}"
+        for value in _as_list(statement["Resource"]):
+            if value == "*":
+                assert set(actions) <= ACTIONS_WITHOUT_RESOURCES, statement["Sid"]
+            else:
+                assert "*" not in value, f"{statement['Sid']}: {value}"
 
 
 @pytest.mark.parametrize("policy_file", IAM_POLICIES, ids=lambda path: path.name)
@@ -608,16 +651,16 @@ def test_iam_policy_passes_parliament(policy_file: Path) -> None:
     assert result.stdout.strip() == "", _report(result)
 
 
-def test_worker_and_operator_policies_grant_exactly_what_each_calls() -> None:
+def test_the_kms_and_scaler_policies_grant_only_their_one_purpose() -> None:
+    # What the worker, operator and producer policies grant is proven by running every command
+    # under them with IAM enforced (tests/test_iam.py).
     def actions(name: str) -> frozenset[str]:
         policy = json.loads((DEPLOY / "iam" / name).read_text())
         return frozenset(
             action for statement in _statements(policy) for action in _as_list(statement["Action"])
         )
 
-    assert actions("worker-policy.json") == WORKER_ACTIONS
     assert actions("worker-kms-policy.json") == {"kms:Decrypt", "kms:GenerateDataKey"}
-    assert actions("operator-policy.json") == OPERATOR_ACTIONS
     assert actions("keda-scaler-policy.json") == {"sqs:GetQueueAttributes"}
 
 
@@ -672,30 +715,74 @@ def test_queue_template_keeps_dead_letters_and_refuses_plain_http() -> None:
     alarms = {
         (alarm["Properties"]["MetricName"], alarm["Properties"]["Dimensions"][0]["Value"].value)
         for alarm in resources.values()
-        if alarm["Type"] == "AWS::CloudWatch::Alarm"
+        if alarm["Type"] == "AWS::CloudWatch::Alarm" and "MetricName" in alarm["Properties"]
     }
     assert alarms == {
         ("ApproximateNumberOfMessagesVisible", "DeadLetterQueue.QueueName"),
         ("ApproximateAgeOfOldestMessage", "FeedbackQueue.QueueName"),
     }
+    # The throttle ratio of the quota category, from the AWS/Usage metrics.
+    ratio = resources["ThrottleRatioAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in ratio["Metrics"]}
+    assert metrics["throttles"]["MetricStat"]["Metric"]["MetricName"] == "ThrottleCount"
+    assert metrics["calls"]["MetricStat"]["Metric"]["MetricName"] == "CallCount"
+    assert metrics["ratio"]["ReturnData"] is True
+    assert "throttles / calls" in metrics["ratio"]["Expression"]
     assert {"FeedbackQueueUrl", "FeedbackQueueArn", "DeadLetterQueueUrl", "DeadLetterQueueArn"} <= (
         template["Outputs"].keys()
     )
 
 
-def test_queue_template_policies_mirror_the_iam_json_files() -> None:
+def _cfn_value(node: Any) -> Any:
+    """A template node with the references the policy files spell out replaced by their values,
+    lists of one sorted into plain values the way the JSON files write them."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag == "!Sub":
+        return str(node.value).replace("${AWS::Region}", EXAMPLE_REGION)
+    if tag in ("!GetAtt", "!Ref") and not isinstance(node, list):
+        return CFN_VALUES[(tag, str(node.value))]
+    if isinstance(node, dict):
+        return {str(key): _cfn_value(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_cfn_value(item) for item in node]
+    return node
+
+
+def _canonical(statement: Mapping[str, Any]) -> dict[str, Any]:
+    """A statement with Action and Resource as sorted lists, however they were written."""
+    return {
+        key: sorted(_as_list(value)) if key in ("Action", "Resource") else value
+        for key, value in statement.items()
+    }
+
+
+def _cfn_statements(resource: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(plain statements, statements under the UseCustomerKey condition) of a managed policy."""
+    plain, keyed = [], []
+    for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+        if getattr(getattr(statement, "tag", None), "value", None) == "!If":
+            condition, when_true, _ = statement
+            assert condition == "UseCustomerKey"
+            keyed.append(_canonical(_cfn_value(when_true)))
+        else:
+            plain.append(_canonical(_cfn_value(statement)))
+    return plain, keyed
+
+
+def test_queue_template_policies_equal_the_iam_json_files() -> None:
     resources = _cfn_template()["Resources"]
-    for resource_name, file_name in (
-        ("WorkerPolicy", "worker-policy.json"),
-        ("OperatorPolicy", "operator-policy.json"),
-        ("ScalerPolicy", "keda-scaler-policy.json"),
-    ):
+    managed = {name for name, r in resources.items() if r["Type"] == "AWS::IAM::ManagedPolicy"}
+    kms = [
+        _canonical(s)
+        for s in _statements(json.loads((DEPLOY / "iam" / "worker-kms-policy.json").read_text()))
+    ]
+    assert managed == CFN_POLICY_FILES.keys()
+    assert {p.name for p in IAM_POLICIES} == {*CFN_POLICY_FILES.values(), "worker-kms-policy.json"}
+    for resource_name, file_name in CFN_POLICY_FILES.items():
         policy = json.loads((DEPLOY / "iam" / file_name).read_text())
-        expected = {
-            statement["Sid"]: frozenset(_as_list(statement["Action"]))
-            for statement in _statements(policy)
-        }
-        assert _cfn_statement_actions(resources[resource_name]) == expected, resource_name
+        plain, keyed = _cfn_statements(resources[resource_name])
+        assert plain == [_canonical(s) for s in _statements(policy)], resource_name
+        assert keyed in ([], kms), resource_name
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -767,6 +854,13 @@ def _settings_by_target() -> dict[str, dict[str, str]]:
         "ecs": {item["name"]: item["value"] for item in container["environment"]},
         "systemd": _env_file(SYSTEMD_ENV),
     }
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "ecs", "systemd"])
+def test_every_target_lets_each_worker_use_the_whole_regional_quota(target: str) -> None:
+    settings = _settings_by_target()[target]
+
+    assert float(settings["FEEDBACK_RATE_LIMIT"]) == COGNITO_CALLS_PER_S_PER_REGION
 
 
 @pytest.mark.parametrize("target", ["kubernetes", "ecs", "systemd"])

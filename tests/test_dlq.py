@@ -3,6 +3,7 @@ lacks, a scripted SQS endpoint on loopback), through real aiobotocore clients.""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -229,7 +230,7 @@ async def test_redrive_by_error_code_moves_only_those_bodies_byte_for_byte(
     await dead_letter(sqs_client, queues.dlq_url, [verdict_body("u", "e1")] * 12, "UserNotFound")
     await dead_letter(sqs_client, queues.dlq_url, [verdict_body("v", "e2")], None)
     # When only the transient failures are redriven
-    code = await run_cli("dlq", "redrive", "--error-code", "InternalErrorException")
+    code = await run_cli("dlq", "redrive", "--yes", "--error-code", "InternalErrorException")
     # Then exactly their bodies are in the source queue, unchanged, without our attributes
     assert code == exitcodes.OK
     assert "moved 3, skipped 13, failed 0" in capsys.readouterr().out
@@ -251,7 +252,7 @@ async def test_redrive_without_filters_falls_back_to_a_client_side_move_on_moto(
 ) -> None:
     bodies = [verdict_body("u", f"e{n}") for n in range(15)]
     await dead_letter(sqs_client, queues.dlq_url, bodies, "InternalErrorException")
-    assert await run_cli("dlq", "redrive") == exitcodes.OK
+    assert await run_cli("dlq", "redrive", "--yes") == exitcodes.OK
     out = capsys.readouterr().out
     assert "falling back to a client-side move" in out
     assert "moved 15, skipped 0, failed 0" in out
@@ -265,7 +266,7 @@ async def test_redrive_stops_at_max_messages_and_leaves_the_rest(
     await dead_letter(
         sqs_client, queues.dlq_url, [verdict_body("u", f"e{n}") for n in range(8)], "X"
     )
-    assert await run_cli("dlq", "redrive", "--max-messages", "3") == exitcodes.OK
+    assert await run_cli("dlq", "redrive", "--yes", "--max-messages", "3") == exitcodes.OK
     assert len(await drain(sqs_client, queues.url)) == 3
     assert len(await drain(sqs_client, queues.dlq_url)) == 5
 
@@ -289,7 +290,7 @@ async def test_a_message_the_destination_refuses_stays_in_the_dlq_and_the_rest_s
         await dead_letter(sqs_client, queues.dlq_url, [verdict_body("u", "e1"), large], "X")
         await dead_letter(sqs_client, queues.dlq_url, [verdict_body("u", "e2")], "X")
         # When the DLQ is redriven there
-        code = await run_cli("dlq", "redrive", "--client-side", "--queue-url", small)
+        code = await run_cli("dlq", "redrive", "--yes", "--client-side", "--queue-url", small)
         # Then the small ones moved, the large one is reported and still in the DLQ
         assert code == exitcodes.FAILURE
         out, err = capsys.readouterr()
@@ -311,7 +312,7 @@ async def test_a_destination_that_does_not_exist_stops_the_redrive_before_any_me
 ) -> None:
     await dead_letter(sqs_client, queues.dlq_url, [verdict_body("u", "e1")] * 3, "X")
     wrong = queues.url + "-wrong"
-    assert await run_cli("dlq", "redrive", "--queue-url", wrong) == exitcodes.FAILURE
+    assert await run_cli("dlq", "redrive", "--yes", "--queue-url", wrong) == exitcodes.FAILURE
     assert f"queue {wrong} does not exist" in capsys.readouterr().err
     assert len(await drain(sqs_client, queues.dlq_url)) == 3
 
@@ -346,7 +347,7 @@ async def test_a_fifo_redrive_keeps_each_message_group_and_its_order(
         for group in ("g1", "g2"):
             bodies = [verdict_body("u", f"{group}-{n}") for n in range(4)]
             await dead_letter(sqs_client, pair.dlq_url, bodies, "X", group=group)
-        assert await run_cli("dlq", "redrive", "--client-side") == exitcodes.OK
+        assert await run_cli("dlq", "redrive", "--yes", "--client-side") == exitcodes.OK
         moved = await drain(sqs_client, pair.url)
         by_group: dict[str, list[str]] = {}
         for message in moved:
@@ -355,6 +356,116 @@ async def test_a_fifo_redrive_keeps_each_message_group_and_its_order(
         assert by_group == {g: [f"{g}-{n}" for n in range(4)] for g in ("g1", "g2")}
     finally:
         local_stack.delete_queues(pair)
+
+
+# -- inspect needs only the DLQ; redrive counts, warns and asks first --------------------------
+
+
+def count_rows(out: str) -> dict[str, int]:
+    """The `  ErrorCode  count` rows of a report."""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^  (\S+) +(\d+)$", out, re.MULTILINE)}
+
+
+async def test_inspect_needs_only_the_dlq_url_and_names_each_samples_source_message_id(
+    aws_env: dict[str, str],
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given only the DLQ's URL, and a DLQ with a copy the worker made and one SQS moved
+    monkeypatch.delenv("FEEDBACK_QUEUE_URL")
+    await dead_letter(sqs_client, queues.dlq_url, [verdict_body("u", "e1")], "UserNotFound")
+    await dead_letter(sqs_client, queues.dlq_url, [verdict_body("v", "e2")], None)
+    # When it is inspected
+    assert await run_cli("dlq", "inspect") == exitcodes.OK
+    # Then each sample shows the id the message had in the source queue
+    out = capsys.readouterr().out
+    assert "source source-1 (in the DLQ " in out
+    assert "(moved by SQS: no SourceMessageId)" in out
+
+
+async def test_redrive_dry_run_counts_by_error_code_warns_and_moves_nothing(
+    aws_env: dict[str, str],
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("u", "e")] * 3, "UserNotFoundException"
+    )
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("v", "e")] * 2, "InternalErrorException"
+    )
+    assert await run_cli("dlq", "redrive", "--dry-run") == exitcodes.OK
+    out, err = capsys.readouterr()
+    assert "5 messages to move, by ErrorCode:" in out
+    assert count_rows(out) == {"UserNotFoundException": 3, "InternalErrorException": 2}
+    assert "dry run: nothing moved" in out
+    assert "warning: 3 UserNotFoundException: seldom succeeds when redriven" in err
+    assert "InternalErrorException" not in err
+    assert len(await drain(sqs_client, queues.dlq_url)) == 5
+    assert await drain(sqs_client, queues.url) == []
+
+
+async def test_a_dry_run_counts_only_what_the_error_code_filter_would_move(
+    aws_env: dict[str, str],
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("u", "e")] * 3, "UserNotFoundException"
+    )
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("v", "e")] * 2, "InternalErrorException"
+    )
+    code = await run_cli("dlq", "redrive", "--dry-run", "--error-code", "InternalErrorException")
+    assert code == exitcodes.OK
+    out, err = capsys.readouterr()
+    assert "2 messages to move, by ErrorCode:" in out
+    assert "UserNotFound" not in out + err
+
+
+@pytest.mark.parametrize(("answer", "moved"), [("y\n", True), ("n\n", False), ("", False)])
+async def test_redrive_asks_before_moving_and_moves_only_on_yes(
+    aws_env: dict[str, str],
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: str,
+    moved: bool,
+) -> None:
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("u", "e")] * 2, "InternalErrorException"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    code = await run_cli("dlq", "redrive")
+    out, err = capsys.readouterr()
+    assert count_rows(out) == {"InternalErrorException": 2}
+    assert "move 2 messages back to" in err
+    assert code == (exitcodes.OK if moved else exitcodes.FAILURE)
+    assert len(await drain(sqs_client, queues.url)) == (2 if moved else 0)
+    assert len(await drain(sqs_client, queues.dlq_url)) == (0 if moved else 2)
+    if not answer:
+        assert "pass --yes" in err
+
+
+async def test_redrive_yes_warns_about_filtered_codes_that_seldom_succeed_and_counts_what_moved(
+    aws_env: dict[str, str],
+    queues: QueuePair,
+    sqs_client: SQSClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await dead_letter(
+        sqs_client, queues.dlq_url, [verdict_body("u", "e")] * 2, "UserNotFoundException"
+    )
+    code = await run_cli("dlq", "redrive", "--yes", "--error-code", "UserNotFoundException")
+    assert code == exitcodes.OK
+    out, err = capsys.readouterr()
+    assert "warning: UserNotFoundException: seldom succeeds when redriven" in err
+    assert "moved by ErrorCode: UserNotFoundException 2" in out
 
 
 # -- redrive with StartMessageMoveTask (scripted endpoint) -------------------------------------
@@ -446,7 +557,7 @@ async def test_redrive_uses_a_move_task_where_sqs_has_one_and_follows_it_to_the_
     move_task_sqs: MoveTaskSqs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source, dead = f"{move_task_sqs.url}/123456789012/src", f"{move_task_sqs.url}/123456789012/dlq"
-    args = build_parser().parse_args(["dlq", "redrive", "--rate", "5000"])
+    args = build_parser().parse_args(["dlq", "redrive", "--yes", "--rate", "5000"])
     assert await dlq_command(args, source, dead) == exitcodes.OK
     assert move_task_sqs.started == [
         {
@@ -467,6 +578,6 @@ async def test_a_failed_move_task_exits_one_with_its_reason(
 ) -> None:
     move_task_sqs.statuses = ["STALE", "RUNNING", "FAILED"]
     source, dead = f"{move_task_sqs.url}/123456789012/src", f"{move_task_sqs.url}/123456789012/dlq"
-    args = build_parser().parse_args(["dlq", "redrive"])
+    args = build_parser().parse_args(["dlq", "redrive", "--yes"])
     assert await dlq_command(args, source, dead) == exitcodes.FAILURE
     assert "FAILED: AccessDenied" in capsys.readouterr().err

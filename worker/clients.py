@@ -2,18 +2,27 @@
 Cognito client per region, each signed for its own region.
 
 A pool's region is the prefix of its id (``eu-west-1_AbC123``), and Cognito only knows a pool
-in its own region, so the client is chosen by the verdict, not by configuration.
+in its own region, so the client is chosen by the verdict, not by configuration. The SQS
+client's region is the one the AWS configuration names, else the one an AWS queue URL names
+(see `sqs_region`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import aioboto3
 import anyio
+import botocore.exceptions
+import botocore.session
 from botocore.config import Config
+
+from worker.errors import ConfigError
 
 if TYPE_CHECKING:
     from types_aiobotocore_cognito_idp import CognitoIdentityProviderClient
@@ -30,6 +39,54 @@ COGNITO_READ_TIMEOUT_S = 15.0
 SQS_CONNECT_TIMEOUT_S = 5.0
 SQS_READ_TIMEOUT_S = 35.0
 SQS_MAX_ATTEMPTS = 3
+# sqs.eu-west-1.amazonaws.com (and .com.cn), or the legacy eu-west-1.queue.amazonaws.com.
+_AWS_QUEUE_HOST = re.compile(
+    r"(?:sqs(?:-fips)?\.(?P<a>[a-z]{2}(?:-[a-z]+)+-\d+)|(?P<b>[a-z]{2}(?:-[a-z]+)+-\d+)\.queue)"
+    r"\.amazonaws\.com(?:\.cn)?"
+)
+REGION_SETTING = "AWS_REGION"
+NON_EXISTENT_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+
+
+def region_of_queue_url(url: str) -> str | None:
+    """The region an AWS queue URL names (https://sqs.eu-west-1.amazonaws.com/…), else None."""
+    match = _AWS_QUEUE_HOST.fullmatch((urlparse(url).hostname or "").lower())
+    return None if match is None else match.group("a") or match.group("b")
+
+
+def configured_region() -> str | None:
+    """The region the AWS configuration names: botocore's chain (AWS_DEFAULT_REGION, the
+    profile), then AWS_REGION, which the other AWS SDKs read and botocore does not."""
+    try:
+        region = botocore.session.get_session().get_config_variable("region")
+    except botocore.exceptions.BotoCoreError:
+        region = None
+    return str(region) if region else os.environ.get("AWS_REGION") or None
+
+
+def sqs_region(queue_url: str) -> str:
+    """The region to sign SQS calls for; ConfigError (exit code 2) when there is none."""
+    region = configured_region() or region_of_queue_url(queue_url)
+    if region is None:
+        raise ConfigError(
+            REGION_SETTING,
+            "no AWS region is set and the queue URL names none: set AWS_REGION "
+            "(or AWS_DEFAULT_REGION, or the profile's region)",
+        )
+    return region
+
+
+def is_missing_queue(exc: BaseException) -> bool:
+    """Whether an SQS call failed because the queue does not exist."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    return (
+        str(error.get("Code") or "") in NON_EXISTENT_QUEUE_CODES
+        or error.get("QueryErrorCode") == "QueueDoesNotExist"
+    )
 
 
 def cognito_config(max_connections: int) -> Config:
@@ -67,14 +124,18 @@ class Clients:
         sqs_region: str | None = None,
     ) -> None:
         self._stack = stack
+        self._sqs_region = sqs_region
         self._session = aioboto3.Session()
         self._cognito_connections = cognito_connections
         self._cognito_endpoint = cognito_endpoint
-        self._sqs_region = sqs_region
         self._cognito: dict[str, CognitoIdentityProviderClient] = {}
         self._sqs: SQSClient | None = None
         # Many tasks may ask for a new region's client at once: create it only once.
         self._lock = anyio.Lock()
+
+    @property
+    def sqs_region(self) -> str | None:
+        return self._sqs_region
 
     async def sqs(self) -> SQSClient:
         async with self._lock:

@@ -12,19 +12,37 @@ import argparse
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from worker.endpoints import endpoint_for, parse_endpoints, refuse_one_endpoint_for_every_region
 from worker.errors import ConfigError
+from worker.setting_values import (
+    bind_address,
+    choice,
+    hash_key,
+    port,
+    positive_int,
+    queue_url,
+    rate,
+    seconds,
+)
 
 LogFormat = Literal["json", "console", "auto"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Where a setting's value came from (check-config --show, the start-up log line).
+FROM_FLAG = "flag"
+FROM_ENVIRONMENT = "environment"
+FROM_DEFAULT = "default"
+# --until-empty gives up when the worker cannot work (unready) for this long.
+DEFAULT_GIVE_UP_AFTER_S = 60.0
 
 # SQS limits (FACTS.md): visibility 0 s to 12 h, long poll at most 20 s.
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
 MAX_WAIT_TIME_S = 20
+# A poll is never cut off (worker.receiver): its wait is how long an idle worker takes to stop.
+# 1 s costs about one empty receive a second while idle (some $1 a month); 20 s, a twentieth.
+DEFAULT_WAIT_TIME_S = 1.0
 # Cognito's user-write quota is 25/s per account per region, shared with the application's own
 # user writes. The rate control (worker.rate_control) finds the share that is left; the
 # ceiling is only a hard cap on it, so it defaults to the whole quota.
@@ -45,7 +63,7 @@ class Settings:
     visibility_timeout_s: float = 60.0
     shutdown_timeout_s: float = 20.0
     max_attempts: int = 8
-    wait_time_s: float = 20.0
+    wait_time_s: float = DEFAULT_WAIT_TIME_S
     metrics_port: int = 9464
     metrics_bind: str = "127.0.0.1"
     log_format: LogFormat = "auto"
@@ -53,6 +71,9 @@ class Settings:
     username_hash_key: bytes = b""
     cognito_endpoints: tuple[tuple[str, str], ...] = ()
     until_empty: bool = False
+    give_up_after_s: float = DEFAULT_GIVE_UP_AFTER_S
+    # field -> FROM_FLAG, FROM_ENVIRONMENT or FROM_DEFAULT, for the settings load_settings read.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_held(self) -> int:
@@ -72,68 +93,6 @@ class Settings:
     @property
     def is_fifo(self) -> bool:
         return self.queue_url.endswith(".fifo")
-
-
-# -- parsers: each takes the raw text and returns the value or raises ValueError(reason) --
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a whole number of at least 1")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 to 65535 (0 turns it off)")
-    return value
-
-
-def _seconds(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
-        return value
-
-    return parse
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 10_000:
-        raise ValueError("must be a number of calls per second above 0")
-    return value
-
-
-def _queue_url(text: str) -> str:
-    parsed = urlparse(text)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(parsed.path) < 2:
-        raise ValueError(
-            "must be an SQS queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/name"
-        )
-    return text
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text.lower()
-
-    return parse
-
-
-def _hash_key(text: str) -> bytes:
-    if len(text) < 16:
-        raise ValueError("must be at least 16 characters long")
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # Not from the exception: its text would quote a piece of the secret.
-        raise ValueError("must be valid UTF-8 text") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +118,7 @@ SETTINGS: tuple[Setting, ...] = (
         "queue_url",
         "--queue-url",
         "FEEDBACK_QUEUE_URL",
-        _queue_url,
+        queue_url,
         "URL of the SQS queue that holds the verdicts",
         required=True,
     ),
@@ -167,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
         "dlq_url",
         "--dlq-url",
         "FEEDBACK_DLQ_URL",
-        _queue_url,
+        queue_url,
         "URL of the dead-letter queue for verdicts that can never succeed",
         required=True,
     ),
@@ -175,7 +134,7 @@ SETTINGS: tuple[Setting, ...] = (
         "concurrency",
         "--concurrency",
         "FEEDBACK_CONCURRENCY",
-        _positive_int,
+        positive_int,
         "most Cognito calls in flight at once",
         default=16,
     ),
@@ -183,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
         "rate_limit",
         "--rate-limit",
         "FEEDBACK_RATE_LIMIT",
-        _rate,
+        rate,
         "hard ceiling on Cognito calls per second per region from this process; the rate "
         "control finds the share below it",
         default=DEFAULT_RATE_LIMIT,
@@ -192,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
         "user_rate_limit",
         "--user-rate-limit",
         "FEEDBACK_USER_RATE_LIMIT",
-        _rate,
+        rate,
         "most Cognito calls per second to one user",
         default=DEFAULT_USER_RATE_LIMIT,
     ),
@@ -200,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
         "visibility_timeout_s",
         "--visibility-timeout",
         "FEEDBACK_VISIBILITY_TIMEOUT",
-        _seconds(5, MAX_VISIBILITY_TIMEOUT_S),
+        seconds(5, MAX_VISIBILITY_TIMEOUT_S),
         "seconds a received message stays hidden; held messages are extended before it ends",
         default=60.0,
     ),
@@ -208,7 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
         "shutdown_timeout_s",
         "--shutdown-timeout",
         "FEEDBACK_SHUTDOWN_TIMEOUT",
-        _seconds(0, 3600),
+        seconds(0, 3600),
         "seconds in-flight calls may take to finish after SIGTERM",
         default=20.0,
     ),
@@ -216,7 +175,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_attempts",
         "--max-attempts",
         "FEEDBACK_MAX_ATTEMPTS",
-        _positive_int,
+        positive_int,
         "transient failures (5xx, timeouts) before a message is dead-lettered",
         default=8,
     ),
@@ -224,15 +183,16 @@ SETTINGS: tuple[Setting, ...] = (
         "wait_time_s",
         "--wait-time",
         "FEEDBACK_WAIT_TIME",
-        _seconds(0, MAX_WAIT_TIME_S),
-        "long-poll wait of each receive, in seconds",
-        default=20.0,
+        seconds(0, MAX_WAIT_TIME_S),
+        "long-poll wait of each receive, in seconds; also the longest an idle worker takes to "
+        "stop (longer waits make fewer empty receives)",
+        default=DEFAULT_WAIT_TIME_S,
     ),
     Setting(
         "metrics_port",
         "--metrics-port",
         "FEEDBACK_METRICS_PORT",
-        _port,
+        port,
         "port of /metrics, /healthz and /readyz (0 = off)",
         default=9464,
     ),
@@ -240,7 +200,7 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_bind",
         "--metrics-bind",
         "FEEDBACK_METRICS_BIND",
-        str,
+        bind_address,
         "address the metrics and health server binds to",
         default="127.0.0.1",
     ),
@@ -248,7 +208,7 @@ SETTINGS: tuple[Setting, ...] = (
         "log_format",
         "--log-format",
         "FEEDBACK_LOG_FORMAT",
-        _choice("json", "console", "auto"),
+        choice("json", "console", "auto"),
         "json, console, or auto (console on a terminal, json elsewhere)",
         default="auto",
     ),
@@ -256,7 +216,7 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level",
         "--log-level",
         "FEEDBACK_LOG_LEVEL",
-        _choice(*LOG_LEVELS),
+        choice(*LOG_LEVELS),
         "lowest level logged",
         default="info",
     ),
@@ -264,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
         "username_hash_key",
         "--username-hash-key",
         "FEEDBACK_USERNAME_HASH_KEY",
-        _hash_key,
+        hash_key,
         "key of the hash that stands for usernames in logs (random per process when unset; "
         "set it to correlate across replicas)",
         secret=True,
@@ -299,31 +259,49 @@ def add_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None 
         )
 
 
+def _readable(text: str, source: str) -> str:
+    """The text, unless the environment held bytes that are not UTF-8 (never quoted)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(source, "is not readable: it holds bytes that are not UTF-8") from None
+    return text
+
+
 def resolve(
     args: argparse.Namespace | Mapping[str, Any],
     environ: Mapping[str, str],
     fields: Sequence[str],
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Resolve `fields` from flags, then the environment, then defaults; validate each."""
+    """Resolve `fields` from flags, then the environment, then defaults; validate each.
+
+    `sources`, when given, receives where each value came from (FROM_FLAG, ...).
+    """
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     values: dict[str, Any] = {}
-    for field in fields:
-        setting = SETTINGS_BY_FIELD[field]
-        raw = given.get(field)
+    found = {} if sources is None else sources
+    for name in fields:
+        setting = SETTINGS_BY_FIELD[name]
+        raw = given.get(name)
         source = setting.flag
+        found[name] = FROM_FLAG
         if isinstance(raw, str) and raw.strip() == "":
             raise ConfigError(setting.flag, "is given but empty")
         if raw is None:
             raw = environ.get(setting.env)
             source = setting.env
+            found[name] = FROM_ENVIRONMENT
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             if setting.required:
                 raise ConfigError(setting.label, "is required but not set")
+            found[name] = FROM_DEFAULT
             if setting.default is not None:
-                values[field] = setting.default
+                values[name] = setting.default
             continue
+        text = _readable(str(raw), source)
         try:
-            values[field] = setting.parse(str(raw).strip())
+            values[name] = setting.parse(text.strip())
         except ValueError as exc:
             shown = "(hidden)" if setting.secret else repr(raw)
             reason = (
@@ -340,12 +318,19 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     until_empty: bool = False,
+    give_up_after_s: float = DEFAULT_GIVE_UP_AFTER_S,
 ) -> Settings:
     """Build the worker's Settings; raises ConfigError naming the first bad setting."""
     env = os.environ if environ is None else environ
-    values = resolve(args, env, [s.field for s in SETTINGS])
+    sources: dict[str, str] = {}
+    values = resolve(args, env, [s.field for s in SETTINGS], sources)
     values.setdefault("username_hash_key", secrets.token_bytes(32))
-    settings = Settings(**values, until_empty=until_empty)
+    settings = Settings(
+        **values,
+        until_empty=until_empty,
+        give_up_after_s=give_up_after_s,
+        sources=sources,
+    )
     if settings.shutdown_timeout_s >= settings.visibility_timeout_s:
         raise ConfigError(
             "--shutdown-timeout / FEEDBACK_SHUTDOWN_TIMEOUT",

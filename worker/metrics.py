@@ -3,9 +3,20 @@ user names, event ids or anything else that grows without limit."""
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import Counter, Gauge, Histogram
 
+from worker import __version__
+
 NAMESPACE = "feedback_worker"
+
+BUILD_INFO = Gauge(
+    f"{NAMESPACE}_build_info",
+    "Always 1; the labels say which version of the worker runs, on which Python",
+    ["version", "python"],
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 RECEIVED = Counter(f"{NAMESPACE}_messages_received", "Messages received from the source queue")
 APPLIED = Counter(
@@ -68,4 +79,9 @@ PAUSED_SCOPES = Gauge(
 )
 PAUSED = Gauge(
     f"{NAMESPACE}_paused", "1 while work is paused by a systemic failure (credentials, access)"
+)
+REGION_DOWN = Gauge(
+    f"{NAMESPACE}_region_down",
+    "1 while every Cognito call to the region fails (an outage: messages are held), by region",
+    ["region"],
 )

@@ -3,11 +3,18 @@
 A silently stopped poller is the most reported failure of SQS consumers, so every receive
 error is caught, counted, logged and followed by a jittered backoff, and the loop ticks the
 liveness clock on every turn, including while it waits for room or for a pause to end.
+
+A poll is never cut off mid-request. SQS cannot be told to end a long poll, and it can hand
+messages to a request whose client has gone: they would stay hidden for the whole visibility
+timeout. So each ReceiveMessage runs shielded until it answers, and whatever a poll brings
+after the stop is released at once (visibility 0), never started. How soon an idle worker
+stops is therefore the poll's wait (FEEDBACK_WAIT_TIME), which keeps that wait short.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
@@ -33,6 +40,8 @@ UNTIL_EMPTY_WAIT_S = 2
 IDLE_TICK_S = 5.0
 # The queue's counters are approximate and lag: read them twice, this far apart.
 EMPTY_CONFIRM_DELAY_S = 1.0
+# A poll that has not answered this long after its wait is given up on (SQS itself is stuck).
+RECEIVE_GRACE_S = 5.0
 QUEUE_COUNTERS = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -53,14 +62,30 @@ class Receiver:
     health: HealthState
     _scope: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
     _idle: anyio.CancelScope = field(init=False, default_factory=anyio.CancelScope)
+    _stopped: bool = field(init=False, default=False)
+    _poll_over: anyio.Event = field(init=False, default_factory=anyio.Event)
+    polling_since: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._poll_over.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped or self.handler.stopping
 
     def stop(self) -> None:
-        """Receive no more; a long poll in progress may finish (its messages are given back)."""
+        """Receive no more; a poll in progress ends by itself and its messages are released."""
+        self._stopped = True
         self._idle.cancel()
 
     def abandon(self) -> None:
-        """Stop at once, even in the middle of a long poll."""
+        """Stop the loop at once; a poll in progress still ends first (see the module doc)."""
+        self.stop()
         self._scope.cancel()
+
+    async def poll_over(self) -> None:
+        """Return once no poll is in progress."""
+        await self._poll_over.wait()
 
     async def run(self, work: TaskGroup) -> None:
         with self._scope:
@@ -71,7 +96,7 @@ class Receiver:
         wait_s = self.settings.wait_time_s
         if self.settings.until_empty:
             wait_s = min(wait_s, UNTIL_EMPTY_WAIT_S)
-        while not self.handler.stopping:
+        while not self.stopping:
             self.health.tick()
             if not await self._wait_until_receiving():
                 continue
@@ -79,15 +104,7 @@ class Receiver:
             if room == 0:
                 continue
             try:
-                sqs = await self.clients.sqs()
-                response = await sqs.receive_message(
-                    QueueUrl=self.settings.queue_url,
-                    MaxNumberOfMessages=room,
-                    WaitTimeSeconds=int(wait_s),
-                    VisibilityTimeout=int(self.settings.visibility_timeout_s),
-                    MessageSystemAttributeNames=list(SYSTEM_ATTRIBUTES),  # type: ignore[arg-type]
-                    MessageAttributeNames=["All"],
-                )
+                messages = await self._receive(room, wait_s)
             except Exception as exc:
                 self._give_back(room)
                 failures += 1
@@ -108,13 +125,64 @@ class Receiver:
                 continue
             failures = 0
             self.health.receive_ok()
-            messages = response.get("Messages", [])
             self._give_back(room - len(messages))
             for raw in messages:
-                await self._start(work, Message.from_sqs(dict(raw)))
-            if self.settings.until_empty and not messages and await self._drained():
+                await self._start(work, Message.from_sqs(raw))
+            drain_check = self.settings.until_empty and not messages and not self.stopping
+            if drain_check and await self._drained():
                 log.info("receive.drained")
                 break
+
+    async def _receive(self, room: int, wait_s: float) -> list[dict[str, Any]]:
+        """One ReceiveMessage, shielded until it answers; after a stop, its messages are
+        released at once and none is returned."""
+        sqs = await self.clients.sqs()
+        messages: list[dict[str, Any]] | None = None
+        self._poll_over = anyio.Event()
+        self.polling_since = anyio.current_time()
+        deadline = self.polling_since + wait_s + RECEIVE_GRACE_S
+        try:
+            with anyio.CancelScope(shield=True, deadline=deadline):
+                response = await sqs.receive_message(
+                    QueueUrl=self.settings.queue_url,
+                    MaxNumberOfMessages=room,
+                    WaitTimeSeconds=int(wait_s),
+                    VisibilityTimeout=int(self.settings.visibility_timeout_s),
+                    MessageSystemAttributeNames=list(SYSTEM_ATTRIBUTES),  # type: ignore[arg-type]
+                    MessageAttributeNames=["All"],
+                )
+                messages = [dict(raw) for raw in response.get("Messages", [])]
+                if self.stopping:
+                    await self._release_unstarted(messages)
+                    messages = []
+        finally:
+            self.polling_since = None
+            self._poll_over.set()
+        if messages is None:
+            raise TimeoutError(f"ReceiveMessage did not answer in {wait_s + RECEIVE_GRACE_S:g} s")
+        return messages
+
+    async def _release_unstarted(self, messages: list[dict[str, Any]]) -> None:
+        """Hand back at once what a poll brought after the stop (one batch of at most ten)."""
+        if not messages:
+            return
+        sqs = await self.clients.sqs()
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ]
+        try:
+            response = await sqs.change_message_visibility_batch(
+                QueueUrl=self.settings.queue_url,
+                Entries=entries,  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            metrics.SETTLE_ERRORS.labels("change_visibility").inc()
+            log.warning("receive.release_failed", messages=len(messages), error=str(exc))
+            return
+        failed = len(response.get("Failed", []))
+        metrics.RELEASED.labels("shutdown").inc(len(messages) - failed)
+        log.info("receive.released_after_stop", released=len(messages) - failed, failed=failed)
 
     async def _idle_for(self, seconds: float) -> None:
         with self._idle_scope(seconds):
@@ -123,7 +191,7 @@ class Receiver:
     def _idle_scope(self, seconds: float) -> anyio.CancelScope:
         """A wait that `stop()` ends at once; a fresh scope each time, since they are one-shot."""
         self._idle = anyio.move_on_after(seconds)
-        if self.handler.stopping:
+        if self.stopping:
             self._idle.cancel()
         return self._idle
 
@@ -162,7 +230,7 @@ class Receiver:
                 else:
                     await slots.acquire()
                 room += 1
-        if self.handler.stopping:
+        if self.stopping:
             self._give_back(room)
             return 0
         return room

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 
 import structlog
 
+from worker import metrics
 from worker.outcome import Kind, Outcome
 
 log = structlog.get_logger()
@@ -70,6 +71,7 @@ class RegionHealth:
                     down_for_s=round(self._clock() - self.down_since, 1),
                 )
                 self.down_since = None
+                metrics.REGION_DOWN.labels(self.region).set(0)
         return self.down
 
     def _failed(self, outcome: Outcome, message: Hashable) -> None:
@@ -83,6 +85,7 @@ class RegionHealth:
             and len(self._failing_messages) >= DOWN_AFTER_MESSAGES
         ):
             self.down_since = self._clock()
+            metrics.REGION_DOWN.labels(self.region).set(1)
             log.error(
                 "region.down",
                 region=self.region,

@@ -161,6 +161,19 @@ class WorkerProcess:
             return code
         return None
 
+    def wait_blocking(self, timeout_s: float) -> int:
+        """The exit code, waiting without an event loop; AssertionError (and the child
+        killed) if it outlives ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(
+                    f"{self.name} still running after {timeout_s} s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(POLL_S)
+        return code
+
     async def wait(self, timeout_s: float) -> int:
         """The exit code; fails the test (and kills the child) if it outlives ``timeout_s``."""
         code = await self.wait_exit(timeout_s)

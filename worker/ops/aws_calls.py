@@ -11,8 +11,7 @@ import aioboto3
 import botocore.exceptions
 from botocore.config import Config
 
-from worker.clients import sqs_config
-from worker.errors import ConfigError
+from worker.clients import NON_EXISTENT_QUEUE_CODES, sqs_config, sqs_region
 from worker.outcome import (
     ACCESS_DENIED_CODES,
     AWS_CALL_ERRORS,
@@ -27,12 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["AWS_CALL_ERRORS", "describe_error", "is_aws_endpoint", "open_sqs"]
 
 NO_REGION = "no AWS region is set (AWS_REGION, AWS_DEFAULT_REGION or the profile's region)"
-REGION_SETTING = "AWS_REGION / AWS_DEFAULT_REGION"
 # How errors name the caller when the command did not ask STS who it is.
 IDENTITY = "in use here"
-NON_EXISTENT_QUEUE_CODES = frozenset(
-    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
-)
 # SQS answers for queues encrypted with a key the caller may not use.
 _DENIED_CODES = ACCESS_DENIED_CODES | {"AuthorizationError", "KMS.AccessDeniedException"}
 _AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
@@ -43,16 +38,17 @@ async def open_sqs(
     session: aioboto3.Session,
     *,
     connections: int,
+    queue_url: str = "",
     config: Config | None = None,
 ) -> SQSClient:
-    """An SQS client entered into `stack`; a missing region is a ConfigError (exit code 2)."""
+    """An SQS client entered into `stack`, for the configured region or else the one `queue_url`
+    names; no region at all is a ConfigError (exit code 2)."""
     merged = sqs_config(max_connections=connections)
     if config is not None:
         merged = merged.merge(config)
-    try:
-        client: SQSClient = await stack.enter_async_context(session.client("sqs", config=merged))
-    except botocore.exceptions.NoRegionError:
-        raise ConfigError(REGION_SETTING, "no AWS region is set") from None
+    client: SQSClient = await stack.enter_async_context(
+        session.client("sqs", region_name=sqs_region(queue_url), config=merged)
+    )
     return client
 
 

@@ -1,9 +1,11 @@
-"""`feedback-worker check-config --aws`: can this identity reach both queues, and are they set
-up the way the worker's delivery contract needs?
+"""`feedback-worker check-config [--aws]`: would the worker start, and (with --aws) can this
+identity reach both queues, and are they set up the way the worker's delivery contract needs?
 
-Read-only: it resolves credentials, asks STS who we are when that is possible, and reads both
-queues' attributes. It finds problems (the worker could not run), warnings (it would run, with
-a risk worth fixing) and notes; every finding is in plain words, never a botocore traceback.
+Offline, it checks what needs no AWS call: the region, the queue URLs against each other, and
+the metrics server's address. With --aws it is read-only: it resolves credentials, asks STS who
+we are when that is possible, and reads both queues' attributes. It finds problems (the worker
+could not run), warnings (it would run, with a risk worth fixing) and notes; every finding is
+in plain words, never a botocore traceback.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import aioboto3
 import anyio
 import botocore.exceptions
 from botocore.config import Config
 
-from worker.config import Settings
+from worker.clients import configured_region, region_of_queue_url
+from worker.config import FROM_DEFAULT, Settings
 from worker.ops.aws_calls import AWS_CALL_ERRORS, NO_REGION, describe_error, is_aws_endpoint
 from worker.outcome import NETWORK_ERRORS
+from worker.startup import PORT_SETTING, probe_metrics_address
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -53,21 +58,72 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
-async def check_aws(settings: Settings) -> list[str]:
-    """Run every check, print warnings and notes, and return the problems (empty: all good)."""
-    findings = await inspect_aws(settings)
+def _account_of(url: str) -> str | None:
+    parts = urlparse(url).path.strip("/").split("/")
+    return parts[0] if len(parts) == 2 and parts[0].isdigit() else None
+
+
+def inspect_offline(settings: Settings) -> Findings:
+    """What can be checked without calling AWS; see the module docstring."""
+    findings = Findings()
+    configured = configured_region()
+    queue_region = region_of_queue_url(settings.queue_url)
+    dlq_region = region_of_queue_url(settings.dlq_url)
+    if configured is None and queue_region is None:
+        findings.problems.append(f"{NO_REGION}, and the queue URL names none: set AWS_REGION")
+    elif configured is not None and queue_region not in (None, configured):
+        findings.problems.append(
+            f"the queue URL is in {queue_region} but the AWS region in use is {configured}: "
+            "SQS calls would go to the wrong region (fix AWS_REGION / AWS_DEFAULT_REGION)"
+        )
+    if queue_region is not None and dlq_region is not None and queue_region != dlq_region:
+        findings.problems.append(
+            f"the DLQ is in {dlq_region} and the source queue in {queue_region}: a dead-letter "
+            "queue must be in the source queue's region"
+        )
+    accounts = {_account_of(settings.queue_url), _account_of(settings.dlq_url)} - {None}
+    if len(accounts) > 1:
+        findings.problems.append(
+            f"the queue URLs name two accounts ({', '.join(sorted(a or '' for a in accounts))}): "
+            "a dead-letter queue must be in the source queue's account"
+        )
+    if settings.metrics_port:
+        error = probe_metrics_address(settings.metrics_bind, settings.metrics_port)
+        if error is not None and error.setting == PORT_SETTING:
+            findings.warnings.append(f"{error} (fine if that is this worker, already running)")
+        elif error is not None:
+            findings.problems.append(str(error))
+    if settings.sources.get("username_hash_key", FROM_DEFAULT) == FROM_DEFAULT:
+        findings.notes.append(
+            "FEEDBACK_USERNAME_HASH_KEY is unset: each process hashes usernames under a key of "
+            "its own, so logs of different replicas (and dlq inspect) do not correlate"
+        )
+    return findings
+
+
+def print_findings(findings: Findings) -> None:
     for note in findings.notes:
         print(f"note: {note}")
     for warning in findings.warnings:
         print(f"warning: {warning}")
+
+
+async def check_aws(settings: Settings) -> list[str]:
+    """Run every check, print warnings and notes, and return the problems (empty: all good)."""
+    findings = await inspect_aws(settings)
+    print_findings(findings)
     return findings.problems
 
 
 async def inspect_aws(settings: Settings) -> Findings:
     """Check credentials, identity and both queues; see the module docstring."""
     findings = Findings()
+    region = configured_region() or region_of_queue_url(settings.queue_url)
+    if region is None:
+        findings.problems.append(NO_REGION)
+        return findings
     try:
-        session = aioboto3.Session()
+        session = aioboto3.Session(region_name=region)
         credentials = await session.get_credentials()
     except AWS_CALL_ERRORS as exc:
         findings.problems.append(f"cannot resolve AWS credentials: {exc}")

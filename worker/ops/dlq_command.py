@@ -27,7 +27,7 @@ async def dlq_command(args: argparse.Namespace, queue_url: str, dlq_url: str) ->
         check_redrive_args(args)
     session = aioboto3.Session()
     async with AsyncExitStack() as stack:
-        sqs = await open_sqs(stack, session, connections=2)
+        sqs = await open_sqs(stack, session, connections=2, queue_url=dlq_url)
         try:
             if args.dlq_command == "inspect":
                 return await inspect_command(args, sqs, dlq_url)

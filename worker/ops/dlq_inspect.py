@@ -36,6 +36,8 @@ ERROR_MESSAGE_CHARS = 200
 
 @dataclass
 class Sample:
+    # The id the message had in the source queue (what the worker's logs name), and its id here.
+    source_message_id: str
     message_id: str
     body: str
     error_message: str
@@ -91,6 +93,7 @@ def _sample(message: MessageTypeDef, key: bytes) -> Sample:
     if len(error_message) > ERROR_MESSAGE_CHARS:
         error_message = error_message[:ERROR_MESSAGE_CHARS] + "…"
     return Sample(
+        source_message_id=message_attribute(message, "SourceMessageId"),
         message_id=message["MessageId"],
         body=masked_body(message.get("Body", ""), key),
         error_message=error_message,
@@ -112,7 +115,14 @@ def render_text(report: InspectReport, *, key_note: str) -> str:
         for sample in report.samples.get(code, []):
             details = [f"attempts {sample.attempts}"] if sample.attempts else []
             details += [f"failed {sample.failed_at}"] if sample.failed_at else []
-            lines.append(f"  {sample.message_id}  {'  '.join(details)}".rstrip())
+            # Moved by SQS itself (the queue's redrive), a message has no SourceMessageId, and
+            # SQS keeps its id.
+            ids = (
+                f"source {sample.source_message_id} (in the DLQ {sample.message_id})"
+                if sample.source_message_id
+                else f"{sample.message_id} (moved by SQS: no SourceMessageId)"
+            )
+            lines.append(f"  {ids}  {'  '.join(details)}".rstrip())
             if sample.error_message:
                 lines.append(f"    error: {sample.error_message}")
             lines.append(f"    body: {sample.body}")

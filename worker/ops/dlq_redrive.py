@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from botocore.config import Config
 from worker import exitcodes
 from worker.errors import ConfigError
 from worker.ops.aws_calls import AWS_CALL_ERRORS, describe_error, open_sqs
+from worker.ops.dlq_plan import plan
 from worker.ops.dlq_scan import (
     DEAD_LETTER_ATTRIBUTES,
     DlqClients,
@@ -75,10 +77,13 @@ class MoveReport:
     undeleted: int = 0  # sent, but the DLQ copy could not be deleted: a harmless duplicate
     stopped: str | None = None
     errors: list[str] = field(default_factory=list)
+    moved_by_code: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         text = f"moved {self.moved}, skipped {self.skipped}, failed {self.failed}"
-        return text + (f", left in the DLQ too {self.undeleted}" if self.undeleted else "")
+        text += f", left in the DLQ too {self.undeleted}" if self.undeleted else ""
+        by_code = ", ".join(f"{code} {n}" for code, n in self.moved_by_code.most_common())
+        return text + (f" (moved by ErrorCode: {by_code})" if by_code else "")
 
 
 class _Pace:
@@ -192,6 +197,7 @@ class _Mover:
         else:
             self.held.forget(message["MessageId"])
         report.moved += 1
+        report.moved_by_code[error_code(message)] += 1
         return True
 
 
@@ -281,6 +287,10 @@ async def redrive_command(
         )
         if applies
     ]
+    method = f"client-side move ({', '.join(reasons)})" if reasons else "StartMessageMoveTask"
+    stop = await plan(args, sqs, dlq_url=dlq_url, queue_url=queue_url, method=method)
+    if stop is not None:
+        return stop
     if reasons:
         print(f"client-side move ({', '.join(reasons)}): send to the source, then delete")
     else:

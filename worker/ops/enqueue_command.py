@@ -119,7 +119,7 @@ async def enqueue_command(args: argparse.Namespace, queue_url: str) -> int:
     digest_key = _digest_key(args, queue_url)
     session = aioboto3.Session()
     async with AsyncExitStack() as stack:
-        sqs = await open_sqs(stack, session, connections=DEFAULT_CONCURRENCY)
+        sqs = await open_sqs(stack, session, connections=DEFAULT_CONCURRENCY, queue_url=queue_url)
         if verdict is not None:
             report = await enqueue(sqs, queue_url, [verdict.to_body()], digest_key=digest_key)
         else:

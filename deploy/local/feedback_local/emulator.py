@@ -186,6 +186,7 @@ class Emulator:
             known_keys=config.known_keys,
             sessions=self.sessions,
             bound_region=config.bound_region,
+            foreign_sessions=config.foreign_session_keys,
         )
 
     def _staged_fault(

@@ -86,6 +86,8 @@ class EmulatorConfig:
     injected_errors: tuple[InjectedError, ...] = ()
     denied_access_keys: frozenset[str] = frozenset()
     known_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KNOWN_KEYS))
+    # Session keys another STS issued (moto's, in the IAM test): accepted with any token.
+    foreign_session_keys: Mapping[str, str] = field(default_factory=dict)
     session_credentials_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
     container_credentials: str = "fresh"
     bound_region: str | None = None
@@ -117,6 +119,7 @@ class EmulatorConfig:
         data["injected_errors"] = [dataclasses.asdict(rule) for rule in self.injected_errors]
         data["denied_access_keys"] = sorted(self.denied_access_keys)
         data["known_keys"] = dict(self.known_keys)
+        data["foreign_session_keys"] = dict(self.foreign_session_keys)
         return data
 
 
@@ -177,11 +180,11 @@ def _coerce_other(name: str, value: Any) -> Any:
         return value
     if name == "bound_region":
         return _optional_text(name, value)
-    # known_keys: the whole map is replaced, so a key can also be revoked.
+    # known_keys, foreign_session_keys: the whole map is replaced, so a key can be revoked.
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise ConfigValueError("known_keys must map access key ids to secret keys")
+        raise ConfigValueError(f"{name} must map access key ids to secret keys")
     return dict(value)
 
 

@@ -148,10 +148,13 @@ def _secret(
     known_keys: Mapping[str, str],
     sessions: SessionIssuer,
     now: dt.datetime,
+    foreign_sessions: Mapping[str, str],
 ) -> tuple[str, bool]:
     """The secret to check the signature with, and whether it belongs to a session."""
     token = next(iter(headers.get("x-amz-security-token", ())), None)
     if token is not None:
+        if auth.access_key in foreign_sessions:
+            return foreign_sessions[auth.access_key], True
         if auth.access_key in known_keys:  # a long-term key never comes with a token
             raise ApiError(UNRECOGNIZED_CLIENT, INVALID_TOKEN_MESSAGE)
         return sessions.secret_for(auth.access_key, token, now.timestamp()), True
@@ -189,6 +192,7 @@ def authenticate(
     sessions: SessionIssuer,
     bound_region: str | None = None,
     now: dt.datetime | None = None,
+    foreign_sessions: Mapping[str, str] | None = None,
 ) -> Caller:
     """Check a request's SigV4 signature, or raise the ApiError AWS would send.
 
@@ -205,7 +209,7 @@ def authenticate(
     now = now or dt.datetime.now(dt.UTC)
     _check_date(amz_date, auth.date, now)
     assert amz_date is not None
-    secret, session = _secret(auth, headers, known_keys, sessions, now)
+    secret, session = _secret(auth, headers, known_keys, sessions, now, foreign_sessions or {})
     expected = _expected_signature(auth, secret, amz_date, method, url, headers, body)
     if not hmac.compare_digest(expected, auth.signature):
         raise ApiError(INVALID_SIGNATURE, _MISMATCH)
