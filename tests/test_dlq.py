@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 from aiohttp import web
@@ -165,10 +166,11 @@ USERNAMES = st.text(
 
 
 def _forms(username: str) -> set[str]:
-    """The username as it could appear in output: raw, or JSON-escaped once or twice."""
+    """The username as it could appear in output: raw, JSON-escaped once or twice, or
+    form-encoded."""
     once = json.dumps(username, ensure_ascii=False)[1:-1]
     twice = json.dumps(once, ensure_ascii=False)[1:-1]
-    return {username, once, twice, json.dumps(username)[1:-1]}
+    return {username, once, twice, json.dumps(username)[1:-1], quote_plus(username)}
 
 
 def _bodies(username: str) -> list[str]:
@@ -186,6 +188,13 @@ def _bodies(username: str) -> list[str]:
         json.dumps(verdict, ensure_ascii=False)[:-1],
         '{"Username": ' + username + ", oops",  # an unquoted value
         "prefix " * 60 + json.dumps(partial),  # long enough to be cut
+        repr(verdict),  # a Python dict, as a careless producer prints one
+        repr(partial)[:-1],  # ...cut short
+        urlencode(verdict),  # form-encoded
+        json.dumps({"User": username, "pool": POOL}),  # another name for it
+        json.dumps({"detail": {"user_name": username}}),
+        json.dumps({"LOGIN": [username]})[:-2],
+        f"Username={username}&EventId=e",
     ]
 
 
@@ -198,6 +207,20 @@ def test_a_printed_sample_never_holds_the_username_whatever_the_body_looks_like(
         shown = masked_body(body, b"mask-key-0123456789")
         for form in _forms(username):
             assert form not in shown, body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "reviewed by amy@example.com: not her",
+        json.dumps({"note": "ask amy@example.com", "EventId": "e"}),
+        "{'comment': 'from amy@example.com'",
+    ],
+)
+def test_anything_shaped_like_an_email_address_is_hashed_wherever_it_is(body: str) -> None:
+    shown = masked_body(body, b"mask-key-0123456789")
+    assert "amy@example.com" not in shown
+    assert f"{USER_MASK}{username_digest('amy@example.com', b'mask-key-0123456789')}" in shown
 
 
 def test_a_verdicts_sample_keeps_its_other_fields_and_the_digest_of_its_username() -> None:

@@ -256,9 +256,11 @@ async def test_an_extension_failing_on_the_server_side_is_tried_again(ticks: Tic
     assert len(sqs.calls) == 2
 
 
-async def test_a_message_hidden_for_12_hours_is_given_up_without_a_call(ticks: Ticks) -> None:
+async def test_a_message_hidden_for_12_hours_since_this_receive_is_given_up_without_a_call(
+    ticks: Ticks,
+) -> None:
     leases = Leases(VISIBILITY_S)
-    leases.add(message(held_for_s=NEARLY_DUE_S, first_received_s_ago=MAX_HIDDEN_S))
+    leases.add(message(held_for_s=MAX_HIDDEN_S))
     sqs = FakeVisibilityCalls()
     with capture_logs() as logs:
         async with heartbeat(leases, sqs, ticks):
@@ -273,10 +275,52 @@ async def test_an_extension_near_the_cap_stops_short_of_12_hours(ticks: Ticks) -
     left_s = CAP_MARGIN_S + 40.0
     leases = Leases(long_visibility_s)
     hidden_s = MAX_HIDDEN_S - left_s
-    leases.add(message(held_for_s=long_visibility_s, first_received_s_ago=hidden_s))
+    leases.add(message(held_for_s=hidden_s))
     sqs = FakeVisibilityCalls()
     async with heartbeat(leases, sqs, ticks):
         await ticks.beat()
     [entry] = sqs.entries
     assert 0 < entry["VisibilityTimeout"] <= left_s
+    assert not lease_of(leases).lost
+
+
+async def test_the_12_hour_cap_counts_from_this_receive_not_the_first(ticks: Ticks) -> None:
+    # Given a message first received a day ago, and received again just now
+    leases = Leases(VISIBILITY_S)
+    leases.add(message(held_for_s=NEARLY_DUE_S, first_received_s_ago=2 * MAX_HIDDEN_S))
+    sqs = FakeVisibilityCalls()
+    async with heartbeat(leases, sqs, ticks):
+        await ticks.beat()
+    # Then it is extended by a full visibility timeout
+    [entry] = sqs.entries
+    assert entry["VisibilityTimeout"] == VISIBILITY_S
+    assert not lease_of(leases).lost
+
+
+async def test_less_than_a_second_left_under_the_cap_is_given_up_never_sent_as_zero(
+    ticks: Ticks,
+) -> None:
+    # Given 0.7 s left before the 12 hours of this receive (with the margin) are up
+    leases = Leases(VISIBILITY_S)
+    leases.add(message(held_for_s=MAX_HIDDEN_S - CAP_MARGIN_S - 0.7))
+    sqs = FakeVisibilityCalls()
+    async with heartbeat(leases, sqs, ticks):
+        await ticks.beat()
+    # Then no VisibilityTimeout of 0 (a release) is sent for a message still held
+    assert all(entry["VisibilityTimeout"] >= 1 for entry in sqs.entries)
+    assert sqs.entries == []
+    assert lease_of(leases).lost
+
+
+async def test_a_duplicate_delivery_restarts_the_12_hours_with_its_own_receive(
+    ticks: Ticks,
+) -> None:
+    leases = Leases(VISIBILITY_S)
+    leases.add(message(held_for_s=MAX_HIDDEN_S))
+    assert not leases.add(message(handle="rh-2", held_for_s=NEARLY_DUE_S))
+    sqs = FakeVisibilityCalls()
+    async with heartbeat(leases, sqs, ticks):
+        await ticks.beat()
+    [entry] = sqs.entries
+    assert entry["ReceiptHandle"] == "rh-2"
     assert not lease_of(leases).lost

@@ -189,47 +189,47 @@ def test_nothing_is_superseded_for_an_unknown_key() -> None:
 
 def test_an_older_verdict_is_superseded_by_an_applied_newer_one() -> None:
     applied = NewestWins()
-    applied.record("event-1", 200, "m-new")
+    applied.record("event-1", 200, "m-new", now=0.0)
     assert applied.superseded("event-1", 100, "m-old")
 
 
 def test_a_redelivery_of_the_applied_message_is_superseded() -> None:
     applied = NewestWins()
-    applied.record("event-1", 200, "m-1")
+    applied.record("event-1", 200, "m-1", now=0.0)
     assert applied.superseded("event-1", 200, "m-1")
 
 
 def test_a_newer_verdict_is_not_superseded() -> None:
     applied = NewestWins()
-    applied.record("event-1", 200, "m-1")
+    applied.record("event-1", 200, "m-1", now=0.0)
     assert not applied.superseded("event-1", 300, "m-2")
 
 
 def test_a_different_verdict_sent_in_the_same_millisecond_is_not_superseded() -> None:
     applied = NewestWins()
-    applied.record("event-1", 200, "m-1")
+    applied.record("event-1", 200, "m-1", now=0.0)
     assert not applied.superseded("event-1", 200, "m-2")
 
 
 def test_recording_an_older_verdict_keeps_the_newer_one() -> None:
     applied = NewestWins()
-    applied.record("event-1", 300, "m-new")
-    applied.record("event-1", 100, "m-old")
+    applied.record("event-1", 300, "m-new", now=0.0)
+    applied.record("event-1", 100, "m-old", now=0.0)
     assert applied.superseded("event-1", 200, "m-middle")
 
 
 def test_keys_are_independent() -> None:
     applied = NewestWins()
-    applied.record("event-1", 300, "m-1")
+    applied.record("event-1", 300, "m-1", now=0.0)
     assert not applied.superseded("event-2", 100, "m-2")
 
 
 def test_the_least_recently_recorded_key_is_forgotten_past_capacity() -> None:
     applied = NewestWins(capacity=3)
     for key in ("a", "b", "c"):
-        applied.record(key, 100, f"m-{key}")
-    applied.record("a", 100, "m-a")  # "a" is recent again; "b" is now the oldest
-    applied.record("d", 100, "m-d")
+        applied.record(key, 100, f"m-{key}", now=0.0)
+    applied.record("a", 100, "m-a", now=0.0)  # "a" is recent again; "b" is now the oldest
+    applied.record("d", 100, "m-d", now=0.0)
     assert len(applied) == 3
     assert not applied.superseded("b", 50, "m-x")
     for key in ("a", "c", "d"):
@@ -249,7 +249,7 @@ def test_newest_wins_matches_a_bounded_newest_per_key_model(
     applied = NewestWins(capacity)
     model: OrderedDict[str, int] = OrderedDict()
     for n, (key, sent_at) in enumerate(records):
-        applied.record(key, sent_at, f"m-{n}")
+        applied.record(key, sent_at, f"m-{n}", now=0.0)
         model[key] = max(sent_at, model.get(key, sent_at))
         model.move_to_end(key)
         while len(model) > capacity:

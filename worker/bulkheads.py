@@ -1,14 +1,16 @@
 """The held-message budget, partitioned by scope so that no scope can take it all.
 
-The process holds at most ``--max-held`` messages: received and not yet settled with SQS. A
+The process holds at most ``max_held`` messages: received and not yet settled with SQS. A
 message waiting for its batched delete still counts, so a slow DeleteMessageBatch cannot grow
-memory. Within that budget no scope takes more than it can use:
+memory. Within that budget:
 
-- a user, what Cognito's per-user limit lets it call in ``USER_HOLD_S``;
-- a region, what its allowed rate calls in ``REGION_HOLD_S``, shared evenly by the tenants
-  (fair-queue groups, or else pools) holding messages there;
-- a scope that cannot move now (a paused pool or region, a region in an outage), only
-  ``STALLED_HOLD`` messages: enough to probe with.
+- a scope that cannot move now (a paused pool or region, a region in an outage) keeps only
+  ``STALLED_HOLD`` messages: enough to probe with;
+- a user keeps what Cognito's per-user limit lets it call in ``USER_HOLD_S``;
+- once the budget is nearly full, no region holds more than an even share of it among the
+  regions holding messages, and no tenant (a fair-queue group, or else a pool) more than an
+  even share of its region's. Below that the budget is work-conserving: a region alone may
+  use all of it, so a healthy backlog is never parked for nothing.
 
 A message beyond its scope's share is parked: handed back to SQS with a visibility delay that
 matches when its scope can next move, so it waits in the queue, not in memory. Parking is
@@ -30,10 +32,9 @@ from worker.outcome import Scope
 
 # A user holds what Cognito's per-user limit lets it call in this many seconds.
 USER_HOLD_S = 1.0
-# A region holds what its allowed rate calls in this many seconds (calls in flight, waiting
-# for their slot, and waiting for their batched delete)...
-REGION_HOLD_S = 2.0
-# ...but never fewer than this, so a slow region still has work ready.
+# The budget counts as nearly full with less than one receive batch of room left.
+NEARLY_FULL_ROOM = 10
+# An even share is never less than this, so a slow scope still has work ready.
 MIN_SCOPE_HOLD = 4
 # A stalled scope keeps this many: a probe, and one to take over from it.
 STALLED_HOLD = 2
@@ -142,16 +143,19 @@ class HeldBudget:
             # The user's turn comes at its per-user rate behind those already held.
             wait = (user_held - self._user_cap + 1) / self._user_rate
             return Park(_whole_seconds(wait), "user_share")
-        region_cap = max(MIN_SCOPE_HOLD, math.ceil(region_rate * REGION_HOLD_S))
-        tenants_here = sum(1 for region, _ in self._tenants if region == scopes.region)
+        held = sum(self._regions.values())
+        if held < self.total - NEARLY_FULL_ROOM:
+            return None
+        regions = len(self._regions) + (region_held == 0)
         tenant_held = self._tenants[(scopes.region, scopes.tenant)]
-        if tenant_held == 0:
-            tenants_here += 1
-        tenant_cap = max(MIN_SCOPE_HOLD, region_cap // tenants_here)
-        if region_held >= region_cap or tenant_held >= tenant_cap:
-            # Its turn comes once what the region already holds has been called.
+        tenants = sum(1 for region, _ in self._tenants if region == scopes.region)
+        tenants += tenant_held == 0
+        over_region = region_held >= max(MIN_SCOPE_HOLD, self.total // regions)
+        over_tenant = tenant_held >= max(MIN_SCOPE_HOLD, (region_held + 1) // tenants)
+        if over_region or (tenants > 1 and over_tenant):
+            # Its turn comes once what its region already holds has been called.
             wait = region_held / max(region_rate, 1e-3)
-            return Park(_whole_seconds(wait), "region_share")
+            return Park(_whole_seconds(wait), "region_share" if over_region else "tenant_share")
         return None
 
 

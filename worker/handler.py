@@ -38,6 +38,8 @@ from worker.settle import Settler
 
 log = structlog.get_logger()
 
+# Cognito's clock and ours may disagree by this much when telling our own feedback apart.
+CLOCK_SKEW_S = 1.0
 # Pools already warned about; a bound, in case of a flood of bad pool ids.
 POOLS_WARNED_LIMIT = 1000
 
@@ -224,10 +226,15 @@ class Handler:
                 note="applying the verdict without knowing whether a newer one was given",
             )
             return False
-        record.readback = (
-            "newer feedback" if readback.supersedes(message.original_sent_ms) else "ok"
-        )
-        return readback.supersedes(message.original_sent_ms)
+        newer = readback.supersedes(message.original_sent_ms)
+        ours = self._newest.last_applied(key)
+        if newer and ours is not None and ours.sent_at_ms < message.original_sent_ms:
+            # The feedback shown may be an older verdict this process applied: ours, if it is
+            # dated no later than our apply.
+            assert readback.feedback_date is not None
+            newer = readback.feedback_date.timestamp() > ours.applied_at_s + CLOCK_SKEW_S
+        record.readback = "newer feedback" if newer else "ok"
+        return newer
 
     async def _attempt_until_settled(
         self, task: Task, verdict: Verdict, key: EventKey, record: MessageRecord
@@ -280,7 +287,9 @@ class Handler:
         message = task.message
         match action:
             case Ack():
-                self._newest.record(key, message.original_sent_ms, message.message_id)
+                self._newest.record(
+                    key, message.original_sent_ms, message.message_id, now=time.time()
+                )
                 metrics.APPLIED.labels(verdict.region).inc()
                 metrics.AGE_AT_APPLY.observe(max(0.0, time.time() - message.sent_at_ms / 1000))
                 record.settlement = Settlement.APPLIED

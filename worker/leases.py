@@ -1,12 +1,14 @@
 """Messages held by this process, and the heartbeat that keeps them hidden while they are.
 
 SQS hides a received message for the visibility timeout only. Retries, throttling, a probe
-during a systemic pause or a slow call can all outlast it, so one loop extends every held
-message that nears its expiry, in batches, up to SQS's 12-hour cap since the first receive.
+during a pause or a slow call can all outlast it, so one loop extends every held message that
+nears its expiry, in batches, up to SQS's 12-hour cap, which counts from the receive that gave
+the current receipt handle.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from worker.sqs_batches import SqsBatcher
 
 log = structlog.get_logger()
 
-# SQS never keeps a message hidden longer than 12 hours after its first receive.
+# SQS never keeps a message hidden longer than 12 hours after a receive.
 MAX_HIDDEN_S = 12 * 60 * 60
 # Leave room for clock skew and the extension call itself.
 CAP_MARGIN_S = 60.0
@@ -62,6 +64,7 @@ class Leases:
         held = self._leases.get(message.message_id)
         if held is not None:
             held.message.receipt_handle = message.receipt_handle
+            held.message.received_at = message.received_at
             held.visible_until = message.received_at + self.visibility_timeout_s
             held.lost = False
             return False
@@ -106,9 +109,12 @@ class Leases:
 
     async def _extend(self, visibility: SqsBatcher, lease: Lease) -> None:
         message = lease.message
-        hidden_for_s = time.time() - message.first_received_at_ms / 1000
-        timeout = min(self.visibility_timeout_s, MAX_HIDDEN_S - CAP_MARGIN_S - hidden_for_s)
-        if timeout <= 0:
+        # SQS caps a message's hidden time at 12 h from the receive that gave this handle.
+        hidden_for_s = time.monotonic() - message.received_at
+        left = min(self.visibility_timeout_s, MAX_HIDDEN_S - CAP_MARGIN_S - hidden_for_s)
+        # Whole seconds, rounded down; never 0, which would release a message still held.
+        timeout = math.floor(left)
+        if timeout < 1:
             lease.lost = True
             log.warning(
                 "visibility.cap_reached",
@@ -119,7 +125,7 @@ class Leases:
         started = time.monotonic()
         try:
             await visibility.submit(
-                {"ReceiptHandle": message.receipt_handle, "VisibilityTimeout": int(timeout)}
+                {"ReceiptHandle": message.receipt_handle, "VisibilityTimeout": timeout}
             )
         except BatchEntryFailed as exc:
             metrics.SETTLE_ERRORS.labels("extend_visibility").inc()
@@ -132,4 +138,4 @@ class Leases:
                 error=exc.message,
             )
             return
-        lease.visible_until = started + int(timeout)
+        lease.visible_until = started + timeout

@@ -75,25 +75,38 @@ class Sequencer:
         del self._keys[key]
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A verdict this process applied: when it was first sent, its message, when applied."""
+
+    sent_at_ms: int
+    message_id: str
+    applied_at_s: float
+
+
 class NewestWins:
     """Remembers the newest applied verdict per key, for the most recent APPLIED_MEMORY keys."""
 
     def __init__(self, capacity: int = APPLIED_MEMORY) -> None:
         self._capacity = capacity
-        self._applied: OrderedDict[Hashable, tuple[int, str]] = OrderedDict()
+        self._applied: OrderedDict[Hashable, Applied] = OrderedDict()
 
     def superseded(self, key: Hashable, sent_at_ms: int, message_id: str) -> bool:
         """True if a newer verdict, or this very message, was already applied for `key`."""
         applied = self._applied.get(key)
         if applied is None:
             return False
-        applied_at, applied_id = applied
-        return applied_at > sent_at_ms or applied_id == message_id
+        return applied.sent_at_ms > sent_at_ms or applied.message_id == message_id
 
-    def record(self, key: Hashable, sent_at_ms: int, message_id: str) -> None:
+    def last_applied(self, key: Hashable) -> Applied | None:
+        """The newest verdict this process applied for `key`, if it still remembers one."""
+        return self._applied.get(key)
+
+    def record(self, key: Hashable, sent_at_ms: int, message_id: str, *, now: float) -> None:
+        """`message_id`, first sent at `sent_at_ms`, was applied at `now` (epoch seconds)."""
         applied = self._applied.get(key)
-        if applied is None or applied[0] <= sent_at_ms:
-            self._applied[key] = (sent_at_ms, message_id)
+        if applied is None or applied.sent_at_ms <= sent_at_ms:
+            self._applied[key] = Applied(sent_at_ms, message_id, now)
         self._applied.move_to_end(key)
         while len(self._applied) > self._capacity:
             self._applied.popitem(last=False)

@@ -8,9 +8,13 @@ worker asks Cognito: ``AdminListUserAuthEvents`` lists the user's events, newest
 with ``EventFeedback.FeedbackDate`` once feedback was given. If feedback was given after the
 copy's verdict was first sent, the copy is superseded and skipped.
 
+Feedback this process gave itself is told apart: when the feedback Cognito shows is an older
+verdict this process applied (a requeue let it go first), the copy is applied after all.
+
 The trade-off: one read call (or a few, paging) per such copy, on the read quota, not the
-write quota. And an older verdict that was itself applied late is taken for newer: a copy is
-skipped whenever any feedback is dated after it was sent.
+write quota. And an older verdict that another process applied late is taken for newer: a
+copy is skipped whenever feedback it cannot place is dated after it was sent (harmless when
+that feedback has the copy's value anyway).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Readback:
 
     found: bool
     feedback_date: datetime | None = None
+    feedback_value: str | None = None
     error: Outcome | None = None
 
     def supersedes(self, sent_at_ms: int) -> bool:
@@ -75,8 +80,11 @@ class FeedbackReader:
                 for event in page.get("AuthEvents", []):
                     if event.get("EventId") == verdict.event_id:
                         feedback = event.get("EventFeedback")
-                        date = feedback.get("FeedbackDate") if feedback else None
-                        return Readback(True, date)
+                        if not feedback:
+                            return Readback(True)
+                        return Readback(
+                            True, feedback.get("FeedbackDate"), feedback.get("FeedbackValue")
+                        )
                 token = page.get("NextToken")
                 if not token:
                     break
