@@ -222,6 +222,19 @@ def test_ready_once_started(state: HealthState) -> None:
     assert state.ready() == (True, "ok")
 
 
+def test_not_ready_when_every_region_it_calls_is_down(pauses: ScopePauses) -> None:
+    state = HealthState(
+        liveness_stale_s=STALE_S,
+        pauses=pauses,
+        started=True,
+        regions_down=lambda: ["eu-west-1: 503"],
+        regions_known=lambda: 1,
+    )
+    ready, reason = state.ready()
+    assert not ready
+    assert "eu-west-1" in reason
+
+
 def test_not_ready_while_the_worker_is_paused_and_says_why_without_an_arn(
     state: HealthState, pauses: ScopePauses
 ) -> None:
@@ -241,6 +254,7 @@ def test_a_paused_pool_or_a_region_down_leaves_the_worker_ready_and_is_listed(
         pauses=pauses,
         started=True,
         regions_down=lambda: ["ap-southeast-2: InternalErrorException"],
+        regions_known=lambda: 2,
     )
     pauses.failed(Task(), pool(POOL), "AccessDeniedException", DENIED_TEXT)
     assert state.ready() == (True, "ok")

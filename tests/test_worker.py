@@ -407,7 +407,7 @@ async def test_fifo_queues_are_processed_in_order_within_a_group(
     assert dead["Attributes"]["MessageGroupId"] == "alice" if "Attributes" in dead else True
 
 
-async def test_a_cognito_outage_dead_letters_nothing_and_is_reported_by_region(
+async def test_a_cognito_outage_dead_letters_nothing_and_reports_unready(
     local_stack: LocalStack,
     queues: QueuePair,
     sqs_client: SQSClient,
@@ -427,14 +427,14 @@ async def test_a_cognito_outage_dead_letters_nothing_and_is_reported_by_region(
         FEEDBACK_MAX_ATTEMPTS="2",
     ).start()
     try:
-        # When the outage lasts, the worker says so and keeps its messages; an outage of one
-        # region is that region's, so the worker stays ready and names it
+        # When the outage lasts, the worker says so and keeps its messages; the only region
+        # it calls is down, so it cannot work at all: unready, naming the region
         with anyio.fail_after(30):
             while not process.events("region.down"):
                 await anyio.sleep(0.1)
         readiness = await process.readiness()
         assert readiness is not None
-        assert readiness["http_status"] == 200
+        assert readiness["http_status"] == 503
         assert [down.split(":")[0] for down in readiness["regions_down"]] == ["us-east-1"]
         await anyio.sleep(3)
         assert await drain_dlq(sqs_client, queues.dlq_url) == []

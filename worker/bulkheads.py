@@ -6,11 +6,11 @@ memory. Within that budget:
 
 - a scope that cannot move now (a paused pool or region, a region in an outage) keeps only
   ``STALLED_HOLD`` messages: enough to probe with;
-- a user keeps what Cognito's per-user limit lets it call in ``USER_HOLD_S``;
-- once the budget is nearly full, no region holds more than an even share of it among the
-  regions holding messages, and no tenant (a fair-queue group, or else a pool) more than an
-  even share of its region's. Below that the budget is work-conserving: a region alone may
-  use all of it, so a healthy backlog is never parked for nothing.
+- once the budget is nearly full, a user keeps what Cognito's per-user limit lets it call in
+  ``USER_HOLD_S``, no region holds more than an even share of the budget among the regions
+  holding messages, and no tenant (a fair-queue group, or else a pool) more than an even
+  share of its region's. Below that the budget is work-conserving: one region, pool or user
+  alone may use all of it, so a healthy backlog is never parked for nothing.
 
 A message beyond its scope's share is parked: handed back to SQS with a visibility delay that
 matches when its scope can next move, so it waits in the queue, not in memory. Parking is
@@ -138,14 +138,13 @@ class HeldBudget:
             if held < STALLED_HOLD:
                 return None
             return Park(_whole_seconds(stall.for_s), f"{stall.scope.value}_stalled")
+        if sum(self._regions.values()) < self.total - NEARLY_FULL_ROOM:
+            return None
         user_held = self._users[scopes.user]
         if user_held >= self._user_cap:
             # The user's turn comes at its per-user rate behind those already held.
             wait = (user_held - self._user_cap + 1) / self._user_rate
             return Park(_whole_seconds(wait), "user_share")
-        held = sum(self._regions.values())
-        if held < self.total - NEARLY_FULL_ROOM:
-            return None
         regions = len(self._regions) + (region_held == 0)
         tenant_held = self._tenants[(scopes.region, scopes.tenant)]
         tenants = sum(1 for region, _ in self._tenants if region == scopes.region)

@@ -98,6 +98,10 @@ class CognitoCaller:
         known = self._regions.get(region)
         return known is not None and known.health.down
 
+    def regions_known(self) -> int:
+        """How many regions this process has called."""
+        return len(self._regions)
+
     def regions_down(self) -> list[str]:
         """'region: last error' for each region whose calls all fail (for readiness)."""
         return [

@@ -2,11 +2,11 @@
 
 /healthz (liveness) says the event loop and the receive loop are ticking; it never depends on
 AWS being reachable, so an outage does not get the worker restarted in a loop. /readyz
-(readiness) says the worker as a whole can do its job now: started, receiving, and its own
-identity not refused. A paused pool or a region in an outage is not the whole worker's
-problem: the other scopes go on, so it is listed in the body, with the metrics, and does not
-make the worker unready. The body names scopes and error codes only, never an account id or
-an ARN (AWS's messages carry both).
+(readiness) says the worker as a whole can do its job now: started, receiving, its own
+identity not refused, and not every region it calls down. A paused pool or one region in an
+outage is not the whole worker's problem: the other scopes go on, so it is listed in the body,
+with the metrics, and does not make the worker unready. The body names scopes and error codes
+only, never an account id or an ARN (AWS's messages carry both).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class HealthState:
     last_receive_error: str = ""
     last_tick: float = field(default_factory=time.monotonic)
     regions_down: Callable[[], list[str]] = list
+    regions_known: Callable[[], int] = lambda: 0
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -62,6 +63,9 @@ class HealthState:
             return False, "shutting down"
         if (paused := self.pauses.worker_paused) is not None:
             return False, f"paused: the worker's identity is refused ({paused.code})"
+        down = self.regions_down()
+        if down and len(down) >= self.regions_known():
+            return False, f"Cognito calls all failing in every region: {', '.join(down)}"
         if self.receive_failures >= RECEIVE_FAILURES_UNREADY:
             return False, f"cannot receive from SQS: {self.last_receive_error}"
         return True, "ok"

@@ -160,7 +160,7 @@ class ScopePauses:
     # -- inside ------------------------------------------------------------------------------
 
     def _widen(self, key: ScopeKey, now: float) -> tuple[ScopeKey, list[ScopeKey]]:
-        """The worker itself when a second pool or region fails too with no answer since."""
+        """The worker itself when another pool or region failed too with no answer since."""
         if key.scope is Scope.WORKER:
             return key, []
         peers = [
@@ -168,8 +168,11 @@ class ScopePauses:
             for pause in self._pauses.values()
             if pause.key.scope is key.scope and pause.key != key
         ]
-        if peers and all(self._pauses[p].since > self._last_answer for p in peers):
-            return WORKER, [*peers, key]
+        # Another one paused since the last answer anywhere (an answer to a call sent before
+        # the failure began may arrive after the first pause: it does not clear the evidence).
+        fresh = [p for p in peers if self._pauses[p].since > self._last_answer]
+        if fresh:
+            return WORKER, [*fresh, key]
         return key, []
 
     def _announce(self, pause: Pause) -> None:

@@ -89,6 +89,7 @@ class Supervisor:
             liveness_stale_s=settings.wait_time_s * 2 + LIVENESS_GRACE_S,
             pauses=self.pauses,
             regions_down=cognito.regions_down,
+            regions_known=cognito.regions_known,
         )
         self.receiver = Receiver(
             settings, clients, self.handler, self.leases, budget, self.pauses, self.health
