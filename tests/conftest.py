@@ -120,6 +120,28 @@ def queues(local_stack: LocalStack) -> Iterator[QueuePair]:
     local_stack.delete_queues(pair)
 
 
+class QueueFactory(Protocol):
+    def __call__(
+        self, *, max_receive_count: int = ..., fifo: bool = ..., visibility_timeout_s: int = ...
+    ) -> QueuePair: ...
+
+
+@pytest.fixture
+def queue_factory(local_stack: LocalStack) -> Iterator[QueueFactory]:
+    """``queue_factory(max_receive_count=2, fifo=True, ...)``: fresh queue pairs with other
+    settings than `queues`; deleted after the test."""
+    made: list[QueuePair] = []
+
+    def make(**options: Any) -> QueuePair:
+        pair = local_stack.create_queues(**options)
+        made.append(pair)
+        return pair
+
+    yield make
+    for pair in made:
+        local_stack.delete_queues(pair)
+
+
 @pytest.fixture
 def aws_env(
     local_stack: LocalStack, queues: QueuePair, monkeypatch: pytest.MonkeyPatch

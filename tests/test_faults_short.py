@@ -137,7 +137,7 @@ def assert_nothing_lost(result: ScenarioResult) -> None:
         pytest.param("cognito-5xx-storm", id="half-of-cognito-calls-fail-with-500"),
         pytest.param("latency-spike", id="cognito-slower-than-the-visibility-timeout"),
         pytest.param("throttling", id="throttled-and-untyped-throttles"),
-        pytest.param("revoked-credentials", id="access-denied-then-restored"),
+        pytest.param("revoked-credentials", id="credentials-revoked-then-restored"),
         pytest.param("fuzzed-bodies", id="fuzzed-huge-and-deep-bodies"),
         pytest.param("duplicates", id="every-message-sent-twice"),
     ],

@@ -283,7 +283,8 @@ async def throttling(h: Harness, p: Profile) -> ScenarioResult:
 
 
 async def revoked_credentials(h: Harness, p: Profile) -> ScenarioResult:
-    """The worker's access key is denied for a while (AccessDeniedException), then restored."""
+    """The worker's access key is revoked for a while (UnrecognizedClientException: its own
+    identity, so the whole worker pauses), then restored."""
     started = time.monotonic()
     async with h.run("revoked-credentials") as run:
         rounds = await _prepare(run, p)
@@ -291,15 +292,16 @@ async def revoked_credentials(h: Harness, p: Profile) -> ScenarioResult:
         await run.start_worker()
         await run.wait_applied(_applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
         fault_start = time.monotonic()
-        await h.emulator.configure(denied_access_keys=["testing"])
+        known = (await h.emulator.config())["known_keys"]
+        await h.emulator.configure(known_keys={})
         await run.send_rounds(rounds[1:])
         await anyio.sleep(p.outage_s)
-        await h.emulator.configure(denied_access_keys=[])
+        await h.emulator.configure(known_keys=known)
         fault_end = time.monotonic()
         recovery = await run.recovery(fault_end, RECOVERY_TIMEOUT_S)
         unready = run.ready.unready_between(fault_start, fault_end + 1)
         result = await _finish(
-            run, p, started, **{"/readyz unready while credentials were denied": unready}
+            run, p, started, **{"/readyz unready while credentials were revoked": unready}
         )
         result.recoveries = [recovery]
         return result

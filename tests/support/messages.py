@@ -39,6 +39,7 @@ async def drain_dlq(sqs: SQSClient, dlq_url: str) -> list[dict[str, Any]]:
             QueueUrl=dlq_url,
             MaxNumberOfMessages=10,
             MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["MessageGroupId", "SentTimestamp"],
             VisibilityTimeout=DLQ_READ_VISIBILITY_S,
             WaitTimeSeconds=0,
         )
