@@ -19,10 +19,10 @@ help: ## List the targets
 
 $(STAMP): pyproject.toml deploy/local/pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev]' -e ./deploy/local
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev,otel]' -e ./deploy/local
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with the worker, the local stack (deploy/local) and the dev tools
+install: $(STAMP) ## Create .venv with the worker (and its [otel] extra), the local stack and the dev tools
 
 lock: ## Re-pin requirements/lock.txt from what .venv holds
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^cognito-feedback-' > $(LOCK)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from worker import __version__, exitcodes
+from worker import __version__, exitcodes, tracing
 from worker.config import SETTINGS, add_arguments, load_settings, resolve
 from worker.errors import ConfigError
 from worker.logs import configure_logging
@@ -29,6 +29,7 @@ HEALTH_TIMEOUT_S = 3.0
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args, until_empty=args.until_empty)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    tracing.configure()
     from worker.supervisor import serve
 
     return anyio.run(serve, settings)
@@ -87,6 +88,7 @@ def _enqueue(args: argparse.Namespace) -> int:
 
     queue_url = resolve(args, os.environ, ["queue_url"])["queue_url"]
     configure_logging(fmt="auto", level="warning")
+    tracing.configure()
     code: int = anyio.run(enqueue_command, args, queue_url)
     return code
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from worker import backoff, metrics
+from worker import backoff, metrics, tracing
 from worker.cognito import CognitoCaller
 from worker.config import Settings
 from worker.contract import Verdict, parse_verdict, username_digest
@@ -107,8 +107,13 @@ class Handler:
         started = time.monotonic()
         record = MessageRecord()
         try:
-            with structlog.contextvars.bound_contextvars(
-                message_id=message.message_id, receive_count=message.receive_count
+            with (
+                tracing.message_span(message, self.settings.queue_url) as trace,
+                structlog.contextvars.bound_contextvars(
+                    message_id=message.message_id,
+                    receive_count=message.receive_count,
+                    **trace.log_fields(),
+                ),
             ):
                 with task.scope:
                     await self._handle(task, record)
@@ -118,6 +123,7 @@ class Handler:
                         message, "shutdown" if self._stopping else "cancelled"
                     )
                 self.tally[record.settlement] += 1
+                trace.finish(record.log_fields())
                 log.info(
                     "message.done",
                     duration_ms=round((time.monotonic() - started) * 1000, 1),

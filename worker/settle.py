@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import structlog
 
-from worker import backoff, metrics
+from worker import backoff, metrics, tracing
 from worker.clients import Clients
 from worker.config import Settings
 from worker.errors import BatchEntryFailed
@@ -35,6 +35,7 @@ DLQ_UNAVAILABLE_RETRY_S = 60
 SQS_MESSAGE_ATTRIBUTE_LIMIT = 10
 ERROR_MESSAGE_LIMIT = 1024
 _ATTRIBUTE_VALUE_KEYS = ("DataType", "StringValue", "BinaryValue")
+_TRACE_ATTRIBUTES = (tracing.TRACEPARENT, tracing.TRACESTATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +128,25 @@ class Settler:
             "Attempts": {"DataType": "Number", "StringValue": str(attempts)},
             "FailedAt": _string_attribute(datetime.now(UTC).isoformat(timespec="milliseconds")),
         }
-        # Keep the producer's own attributes (trace ids and the like) while there is room.
-        carried = {
-            name: {k: v for k, v in value.items() if k in _ATTRIBUTE_VALUE_KEYS}
-            for name, value in message.message_attributes.items()
-            if name not in ours
-        }
+        # Keep the producer's own attributes while there is room, its trace context first.
+        carried = sorted(
+            (
+                (name, {k: v for k, v in value.items() if k in _ATTRIBUTE_VALUE_KEYS})
+                for name, value in message.message_attributes.items()
+                if name not in ours
+            ),
+            key=lambda item: item[0] not in _TRACE_ATTRIBUTES,
+        )
         room = SQS_MESSAGE_ATTRIBUTE_LIMIT - len(ours)
-        attributes = dict(list(carried.items())[:room]) | ours
+        attributes = dict(carried[:room]) | ours
         params: dict[str, Any] = {
             "QueueUrl": self.settings.dlq_url,
             "MessageBody": message.body,
             "MessageAttributes": attributes,
         }
+        if xray := message.attributes.get(tracing.AWS_TRACE_HEADER):
+            # A system attribute: it travels outside the ten message attributes.
+            params["MessageSystemAttributes"] = {tracing.AWS_TRACE_HEADER: _string_attribute(xray)}
         if self.settings.is_fifo:
             params["MessageGroupId"] = message.group_id or "dead-letter"
             params["MessageDeduplicationId"] = message.message_id

@@ -36,6 +36,8 @@ class WorkerProcess:
 
     env: Mapping[str, str]
     args: tuple[str, ...] = ()
+    # What runs the worker: `python -m worker` unless a test needs another entry (a `-c` script).
+    entry: tuple[str, ...] = ("-m", "worker")
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
     process: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +46,7 @@ class WorkerProcess:
         env |= {"FEEDBACK_LOG_FORMAT": "json", "FEEDBACK_WAIT_TIME": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", *self.args],
+                [sys.executable, *self.entry, "run", *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
