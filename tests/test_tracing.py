@@ -18,7 +18,9 @@ from feedback_local.stack import LocalStack, QueuePair
 from tests.conftest import SeedPool
 from tests.support.worker_process import WorkerProcess, verdict
 from worker import tracing
+from worker.config import Settings
 from worker.message import SYSTEM_ATTRIBUTES, Message
+from worker.settle import SQS_MESSAGE_ATTRIBUTE_LIMIT, Settler
 from worker.tracing import Incoming, parse_aws_trace_header, parse_traceparent
 
 DRAIN_TIMEOUT_S = 60.0
@@ -246,3 +248,31 @@ def test_the_module_works_where_opentelemetry_cannot_be_imported() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().lower()) is False
+
+
+def test_a_dead_letter_copy_keeps_the_trace_context_before_the_producers_other_attributes() -> None:
+    # Given a message whose producer used nine attributes of its own, the trace context last
+    attributes = {f"custom-{i}": string_attribute(str(i)) for i in range(8)}
+    attributes["traceparent"] = string_attribute(TRACEPARENT_A)
+    attributes["tracestate"] = string_attribute("vendor=1")
+    message = Message.from_sqs(
+        {
+            "MessageId": "m-1",
+            "ReceiptHandle": "r-1",
+            "Body": "[]",
+            "Attributes": {"AWSTraceHeader": XRAY_B},
+            "MessageAttributes": attributes,
+        }
+    )
+    settings = Settings(queue_url="https://q/feedback", dlq_url="https://q/feedback-dlq")
+    settler = Settler(settings, *([None] * 4))  # type: ignore[arg-type]
+
+    # When its DLQ copy is made (five attributes of the worker's own leave room for five)
+    params = settler.dead_letter_params(message, "NotAnObject", "not an object", 1)
+
+    # Then the trace context is among the five kept, and X-Ray's header travels beside them
+    copied = params["MessageAttributes"]
+    assert len(copied) == SQS_MESSAGE_ATTRIBUTE_LIMIT
+    assert copied["traceparent"]["StringValue"] == TRACEPARENT_A
+    assert copied["tracestate"]["StringValue"] == "vendor=1"
+    assert params["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == XRAY_B
