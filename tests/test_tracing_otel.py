@@ -4,8 +4,7 @@ process when the standard ``OTEL_*`` variables say so."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -13,9 +12,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the [otel] extra is not installed")
 
-from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,7 +21,8 @@ from types_aiobotocore_sqs.client import SQSClient
 
 from feedback_local.stack import LocalStack, QueuePair
 from tests.conftest import SeedPool
-from tests.support.worker_process import WorkerProcess, free_port, verdict
+from tests.support.otlp import Collector, otlp_collector
+from tests.support.worker_process import WorkerProcess, verdict
 from worker.config import Settings
 from worker.ops.producer import enqueue
 from worker.supervisor import serve
@@ -213,41 +211,9 @@ async def test_x_rays_header_is_continued_alone_and_linked_beside_a_traceparent(
 
 
 @pytest.fixture
-async def collector() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """An OTLP/HTTP trace receiver on loopback: its endpoint, and the spans it received."""
-    received: list[dict[str, Any]] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        export = ExportTraceServiceRequest.FromString(await request.read())
-        for resource_spans in export.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(
-                        {
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex(),
-                            "service": resource.get("service.name"),
-                            "attributes": {
-                                a.key: json.dumps(str(a.value)) for a in span.attributes
-                            },
-                        }
-                    )
-        return web.Response(
-            body=b"", content_type="application/x-protobuf"
-        )  # an empty ExportTraceServiceResponse
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", received
-    finally:
-        await runner.cleanup()
+def collector() -> Iterator[Collector]:
+    with otlp_collector() as receiver:
+        yield receiver
 
 
 def worker_with(stack: LocalStack, queues: QueuePair, **env: str) -> WorkerProcess:
@@ -263,9 +229,8 @@ async def test_the_worker_exports_over_otlp_only_when_the_otel_variables_say_so(
     queues: QueuePair,
     sqs_client: SQSClient,
     seed_pool: SeedPool,
-    collector: tuple[str, list[dict[str, Any]]],
+    collector: Collector,
 ) -> None:
-    endpoint, received = collector
     # Given a verdict sent with a traceparent
     pool = seed_pool(users={"carol": ["ev-1"]})
     trace_id = "0af7651916cd43dd8448eb211c80319c"
@@ -280,7 +245,7 @@ async def test_the_worker_exports_over_otlp_only_when_the_otel_variables_say_so(
         },
     )
     env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_SERVICE_NAME": "feedback-test",
     }
@@ -292,14 +257,18 @@ async def test_the_worker_exports_over_otlp_only_when_the_otel_variables_say_so(
     assert await process.wait(DRAIN_TIMEOUT_S) == 0, process.log_tail()
 
     # Then its spans reached the collector in the producer's trace only if asked for
+    received = collector.received()
     if not exporter:
         assert received == []
         return
-    names = {span["name"]: span for span in received if span["trace_id"] == trace_id}
-    assert set(names) >= {f"process {queues.url.rsplit('/', 1)[-1]}", CALL_SPAN}
-    assert {span["service"] for span in received} == {"feedback-test"}
-    assert names[f"process {queues.url.rsplit('/', 1)[-1]}"]["parent_span_id"] == "b7ad6b7169203331"
-    assert not [span for span in received if "carol" in json.dumps(span)]
+    process_name = f"process {queues.url.rsplit('/', 1)[-1]}"
+    names = {span.name: span for span in received if span.trace_id == trace_id}
+    assert set(names) >= {process_name, CALL_SPAN}
+    assert {span.service for span in received} == {"feedback-test"}
+    assert names[process_name].parent_span_id == "b7ad6b7169203331"
+    assert names[CALL_SPAN].parent_span_id == names[process_name].span_id
+    assert names[CALL_SPAN].attributes["aws.cognito.user_pool_id"] == pool
+    assert not [span for span in received if "carol" in repr(span)]
 
 
 async def test_an_otlp_exporter_the_extra_does_not_hold_stops_the_worker_at_start_up(
