@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FAULTS_ARGS ?= --full
+IMAGE_TEST_ARGS ?=
 SOURCES := worker deploy/local/feedback_local tests
 
-.PHONY: help install run test test-fast lint format type stack bench faults clean lock
+.PHONY: help install run test test-fast lint format type stack bench faults image-test clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -55,6 +56,9 @@ bench: install ## Drain rate, throttling and CPU against the quota and two peers
 
 faults: install ## The fault suite on the real worker (full form + 30-min soak, ~45 min)
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+image-test: install ## Build deploy/Dockerfile with podman and run it against the local stack (root, ~5 min)
+	$(BIN)/python -m tests.image $(IMAGE_TEST_ARGS)
 
 stack: install ## Run the local stack in the foreground and print the environment to export
 	$(BIN)/feedback-local stack
