@@ -35,18 +35,21 @@ XRAY_PARENT = "53995c3f42cd8ad8"
 XRAY = f"Root=1-5759e988-bd862e3fe1be46a994272793;Parent={XRAY_PARENT};Sampled=1"
 CALL_SPAN = "CognitoIdentityProvider/AdminUpdateAuthEventFeedback"
 _EXPORTER = InMemorySpanExporter()
+_PROCESSOR_ADDED: list[bool] = []
 
 
 @pytest.fixture(scope="module")
 def _provider() -> TracerProvider:
-    """The process's tracer provider (set once: OpenTelemetry allows no second one)."""
+    """The process's tracer provider, exporting to memory too. OpenTelemetry allows one per
+    process: an earlier test may have set it (the CLI's commands configure the SDK)."""
     current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    trace.set_tracer_provider(provider)
-    return provider
+    if not isinstance(current, TracerProvider):
+        current = TracerProvider()
+        trace.set_tracer_provider(current)
+    if not _PROCESSOR_ADDED:
+        current.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        _PROCESSOR_ADDED.append(True)
+    return current
 
 
 @pytest.fixture
