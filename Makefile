@@ -57,7 +57,7 @@ bench: install ## Drain rate, throttling and CPU against the quota and two peers
 faults: install ## The fault suite on the real worker (full form + 30-min soak, ~45 min)
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
 
-image-test: install ## Build deploy/Dockerfile with podman and run it against the local stack (root, ~5 min)
+image-test: install ## Build deploy/Dockerfile with podman, run it and the k8s Deployment on the local stack (root, ~2 min)
 	$(BIN)/python -m tests.image $(IMAGE_TEST_ARGS)
 
 stack: install ## Run the local stack in the foreground and print the environment to export
