@@ -12,19 +12,20 @@ PROMTOOL := $(TOOLS)/promtool
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FAULTS_ARGS ?= --full
+IMAGE_TEST_ARGS ?=
 SOURCES := worker deploy/local/feedback_local tests
 
-.PHONY: help install promtool run test test-fast lint format type stack bench faults clean lock
+.PHONY: help install promtool run test test-fast lint format type stack bench faults image-test clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml deploy/local/pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev]' -e ./deploy/local
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev,otel]' -e ./deploy/local
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with the worker, the local stack (deploy/local) and the dev tools
+install: $(STAMP) ## Create .venv with the worker (and its [otel] extra), the local stack and the dev tools
 
 promtool: $(PROMTOOL) ## promtool for the alert-rule tests, taken from Debian's prometheus package
 
@@ -69,6 +70,9 @@ bench: install ## Drain rate, throttling and CPU against the quota and two peers
 
 faults: install ## The fault suite on the real worker (full form + 30-min soak, ~45 min)
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+image-test: install ## Build deploy/Dockerfile with podman, run it and the k8s Deployment on the local stack (root, ~2 min)
+	$(BIN)/python -m tests.image $(IMAGE_TEST_ARGS)
 
 stack: install ## Run the local stack in the foreground and print the environment to export
 	$(BIN)/feedback-local stack

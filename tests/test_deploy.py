@@ -55,7 +55,7 @@ SETTINGS = frozenset(
     }
 )
 REQUIRED_SETTINGS = frozenset({"FEEDBACK_QUEUE_URL", "FEEDBACK_DLQ_URL"})
-ENV_FILE_EXTRAS = frozenset({"AWS_REGION"})
+ENV_FILE_EXTRAS = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"})
 DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
 DEFAULT_MAX_ATTEMPTS = 8
 METRICS_PORT = 9464
@@ -257,6 +257,25 @@ def _dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
+def _dockerfile_base_images() -> list[str]:
+    """Each stage's base, with the ARG defaults declared before the first FROM filled in."""
+    defaults: dict[str, str] = {}
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].strip().partition("=")
+            defaults[name] = value
+    bases = []
+    for stage in _dockerfile_stages():
+        base = stage[0][1].split()[0]
+        for name, value in defaults.items():
+            base = base.replace(f"${{{name}}}", value).replace(f"${name}", value)
+        bases.append(base)
+    return bases
+
+
 def _env_file(path: Path) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for raw in path.read_text().splitlines():
@@ -327,9 +346,11 @@ def test_dockerfile_passes_hadolint_without_a_single_finding() -> None:
 def test_dockerfile_builds_a_slim_non_root_image_with_an_exec_form_entrypoint() -> None:
     stages = _dockerfile_stages()
     assert len(stages) >= 2, "the image must be built in stages"
-    for stage in stages:
-        base = stage[0][1].split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), f"unpinned base {base}"
+    for base in _dockerfile_base_images():
+        # Pinned by tag (what a reader sees) and by digest (what the build gets).
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}", base), (
+            f"base not pinned by tag and digest: {base}"
+        )
     build = stages[0]
     assert any(
         instruction == "RUN" and "-c requirements/lock.txt" in arguments

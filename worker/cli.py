@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from worker import __version__, exitcodes
+from worker import __version__, exitcodes, tracing
 from worker.config import (
     DEFAULT_GIVE_UP_AFTER_S,
     FROM_DEFAULT,
@@ -49,6 +49,7 @@ def _seconds_above_zero(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args, until_empty=args.until_empty, give_up_after_s=args.give_up_after)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    tracing.configure()
     from worker.supervisor import serve
 
     return anyio.run(serve, settings)
@@ -135,6 +136,7 @@ def _enqueue(args: argparse.Namespace) -> int:
 
     queue_url = resolve(args, os.environ, ["queue_url"])["queue_url"]
     configure_logging(fmt="auto", level="warning")
+    tracing.configure()
     code: int = anyio.run(enqueue_command, args, queue_url)
     return code
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.clients import Clients
 from worker.config import Settings
 from worker.contract import Verdict
@@ -80,7 +80,9 @@ class CognitoCaller:
             on_call()
             self._users.mark(user)
             started = time.monotonic()
-            outcome = await self._send(verdict)
+            with tracing.cognito_call(verdict.user_pool_id, verdict.region) as traced:
+                outcome = await self._send(verdict)
+                traced.record(outcome)
         self._adapt(verdict.region, region.rate, outcome, started)
         region.health.record(outcome, message_id)
         return outcome

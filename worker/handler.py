@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from worker import backoff, metrics
+from worker import backoff, metrics, tracing
 from worker.attempts import AttemptLedger
 from worker.bulkheads import STALLED_HOLD, HeldBudget, ScopesOf, Stall
 from worker.cognito import CognitoCaller
@@ -115,8 +115,13 @@ class Handler:
         started = time.monotonic()
         record = MessageRecord()
         try:
-            with structlog.contextvars.bound_contextvars(
-                message_id=message.message_id, receive_count=message.receive_count
+            with (
+                tracing.message_span(message, self.settings.queue_url) as trace,
+                structlog.contextvars.bound_contextvars(
+                    message_id=message.message_id,
+                    receive_count=message.receive_count,
+                    **trace.log_fields(),
+                ),
             ):
                 with task.scope:
                     await self._handle(task, record)
@@ -125,6 +130,7 @@ class Handler:
                         task, record, "shutdown" if self._stopping else "cancelled", 0
                     )
                 self.tally[record.settlement] += 1
+                trace.finish(record.log_fields())
                 log.info(
                     "message.done",
                     duration_ms=round((time.monotonic() - started) * 1000, 1),

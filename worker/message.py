@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# Asked for on every receive (FACTS.md): counts across deliveries, enqueue time, FIFO order.
+# Asked for on every receive (FACTS.md): counts across deliveries, enqueue time, FIFO order,
+# and X-Ray's trace header (worker.tracing).
 SYSTEM_ATTRIBUTES = (
     "ApproximateReceiveCount",
     "SentTimestamp",
@@ -19,6 +20,7 @@ SYSTEM_ATTRIBUTES = (
     "MessageGroupId",
     "SequenceNumber",
     "MessageDeduplicationId",
+    "AWSTraceHeader",
 )
 
 

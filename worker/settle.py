@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import structlog
 
-from worker import backoff, metrics
+from worker import backoff, metrics, tracing
 from worker.clients import Clients
 from worker.config import Settings
 from worker.errors import BatchEntryFailed
@@ -43,6 +43,7 @@ ERROR_MESSAGE_LIMIT = 1024
 MAX_DELAY_S = 900
 _ATTRIBUTE_VALUE_KEYS = ("DataType", "StringValue", "BinaryValue")
 _REASON_ATTRIBUTES = frozenset({"ErrorCode", "ErrorMessage", "FailedAt"})
+_TRACE_ATTRIBUTES = (tracing.TRACEPARENT, tracing.TRACESTATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class Settler:
     async def requeue(self, message: Message, *, attempts: int, delay_s: int = 0) -> bool:
         """Send a fresh copy with the message's history, then delete this one; False (and the
         message kept as it is) when the copy could not be sent."""
-        params = self._copy_params(message, self.settings.queue_url, attempts, {})
+        params = self.copy_params(message, self.settings.queue_url, attempts, {})
         if self.settings.is_fifo:
             # A new deduplication id per receive: the copy is a new message, not a duplicate.
             params["MessageDeduplicationId"] = f"{message.message_id}-{message.receive_count}"
@@ -137,7 +138,7 @@ class Settler:
             "ErrorMessage": _string_attribute(text[:ERROR_MESSAGE_LIMIT] or code),
             "FailedAt": _string_attribute(datetime.now(UTC).isoformat(timespec="milliseconds")),
         }
-        params = self._copy_params(message, self.settings.dlq_url, attempts, reason)
+        params = self.copy_params(message, self.settings.dlq_url, attempts, reason)
         if self.settings.is_fifo:
             params["MessageDeduplicationId"] = message.message_id
         with anyio.CancelScope(shield=True):
@@ -172,7 +173,7 @@ class Settler:
                 return True
         return False
 
-    def _copy_params(
+    def copy_params(
         self, message: Message, queue_url: str, attempts: int, reason: dict[str, Any]
     ) -> dict[str, Any]:
         """A copy of the message for `queue_url`: the body byte for byte, its history (and
@@ -183,19 +184,25 @@ class Settler:
             ATTEMPTS: _number_attribute(attempts),
             ORIGINAL_SENT_TIMESTAMP: _number_attribute(message.original_sent_ms),
         }
-        # The producer's own attributes (trace ids and the like) while there is room; the
+        # The producer's own attributes while there is room, its trace context first; the
         # reason of an earlier dead-lettering is not carried to a new copy.
-        carried = {
-            name: {k: v for k, v in value.items() if k in _ATTRIBUTE_VALUE_KEYS}
-            for name, value in message.message_attributes.items()
-            if name not in ours and name not in _REASON_ATTRIBUTES
-        }
+        carried = sorted(
+            (
+                (name, {k: v for k, v in value.items() if k in _ATTRIBUTE_VALUE_KEYS})
+                for name, value in message.message_attributes.items()
+                if name not in ours and name not in _REASON_ATTRIBUTES
+            ),
+            key=lambda item: item[0] not in _TRACE_ATTRIBUTES,
+        )
         room = SQS_MESSAGE_ATTRIBUTE_LIMIT - len(ours)
         params: dict[str, Any] = {
             "QueueUrl": queue_url,
             "MessageBody": message.body,
-            "MessageAttributes": dict(list(carried.items())[:room]) | ours,
+            "MessageAttributes": dict(carried[:room]) | ours,
         }
+        if xray := message.attributes.get(tracing.AWS_TRACE_HEADER):
+            # A system attribute: it travels outside the ten message attributes.
+            params["MessageSystemAttributes"] = {tracing.AWS_TRACE_HEADER: _string_attribute(xray)}
         if self.settings.is_fifo:
             params["MessageGroupId"] = message.group_id or "dead-letter"
         elif message.group_id is not None:

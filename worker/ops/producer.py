@@ -6,6 +6,9 @@ go. What is sent is the canonical body of the verdict, not the line as written. 
 single entries of a batch: those it refuses through no fault of ours (SenderFault false) are
 retried with backoff a bounded number of times, the rest are reported.
 
+With the ``[otel]`` extra, each message carries the producer's trace as a W3C
+``traceparent`` message attribute (see worker.tracing), under a span of its own.
+
 FIFO queues get one message group per (pool, user), named without the username, and a
 deduplication id derived from the canonical body, so a verdict re-sent within SQS's five
 minute window is stored once. Batches to a FIFO queue go one at a time, in input order, and a
@@ -27,7 +30,7 @@ import botocore.exceptions
 from aiohttp import ClientError as AiohttpClientError
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from worker import backoff
+from worker import backoff, tracing
 from worker.contract import MAX_BODY_BYTES, Verdict, parse_verdict, username_digest
 from worker.contract import verdict_from_fields as verdict_from_fields
 from worker.errors import InvalidMessage
@@ -246,7 +249,10 @@ async def enqueue(
                 except InvalidMessage as exc:
                     report.invalid.append(Problem(line_no, exc.code, exc.message))
                     continue
-                batch.append(_entry(line_no, verdict, fifo=fifo, digest_key=digest_key))
+                entry = _entry(line_no, verdict, fifo=fifo, digest_key=digest_key)
+                if attributes := tracing.outgoing_attributes(queue_url):
+                    entry.request["MessageAttributes"] = attributes
+                batch.append(entry)
                 if len(batch) == SQS_BATCH_LIMIT:
                     await send.send(batch)
                     batch = []

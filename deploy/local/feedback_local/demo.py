@@ -32,7 +32,7 @@ PROGRESS_EVERY_S = 1.0
 SEND_BATCH = 10
 
 
-def _workload(valid: int, pools: dict[str, str], rng: random.Random) -> list[tuple[str, str]]:
+def demo_workload(valid: int, pools: dict[str, str], rng: random.Random) -> list[tuple[str, str]]:
     """(expected fate, body) pairs: 'applied' or the ErrorCode the DLQ copy should carry."""
     items: list[tuple[str, str]] = []
     regions = list(REGIONS)
@@ -88,7 +88,7 @@ def _workload(valid: int, pools: dict[str, str], rng: random.Random) -> list[tup
     return items
 
 
-def _seed(stack: LocalStack, rng: random.Random) -> dict[str, str]:
+def seed_pools(stack: LocalStack, rng: random.Random) -> dict[str, str]:
     pools: dict[str, str] = {}
     users = {
         f"user-{u}": [f"user-{u}-event-{e}" for e in range(EVENTS_PER_USER)]
@@ -111,7 +111,7 @@ def _seed(stack: LocalStack, rng: random.Random) -> dict[str, str]:
     return {**pools, "lite": lite}
 
 
-def _send(stack: LocalStack, queues: QueuePair, bodies: list[str]) -> None:
+def send_bodies(stack: LocalStack, queues: QueuePair, bodies: list[str]) -> None:
     sqs = stack._make_sqs_client()
     for start in range(0, len(bodies), SEND_BATCH):
         chunk = bodies[start : start + SEND_BATCH]
@@ -121,7 +121,7 @@ def _send(stack: LocalStack, queues: QueuePair, bodies: list[str]) -> None:
             raise RuntimeError(f"could not enqueue the demo workload: {response['Failed']}")
 
 
-def _dlq_codes(stack: LocalStack, queues: QueuePair) -> Counter[str]:
+def dlq_codes(stack: LocalStack, queues: QueuePair) -> Counter[str]:
     sqs = stack._make_sqs_client()
     codes: Counter[str] = Counter()
     seen: set[str] = set()
@@ -177,9 +177,9 @@ def run_demo(*, messages: int = 300, seed: int = 7) -> int:
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
         stack.emulator.configure(quota_per_region=QUOTA_PER_REGION, **FAULTS)
         queues = stack.create_queues(max_receive_count=5)
-        pools = _seed(stack, rng)
-        workload = _workload(messages, pools, rng)
-        _send(stack, queues, [body for _, body in workload])
+        pools = seed_pools(stack, rng)
+        workload = demo_workload(messages, pools, rng)
+        send_bodies(stack, queues, [body for _, body in workload])
         expected = Counter(fate for fate, _ in workload)
         print(f"enqueued {len(workload)} messages across {len(REGIONS)} regions", file=sys.stderr)
 
@@ -205,7 +205,7 @@ def run_demo(*, messages: int = 300, seed: int = 7) -> int:
             progress.join()
         elapsed = time.monotonic() - started
         outcomes, summary = _worker_log(log_path)
-        dead = _dlq_codes(stack, queues)
+        dead = dlq_codes(stack, queues)
         stats = stack.emulator.stats()
 
     applied = outcomes.get("applied", 0) + outcomes.get("superseded", 0)

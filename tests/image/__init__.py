@@ -1,0 +1,1 @@
+"""`make image-test`: build deploy/Dockerfile with podman and run the image for real."""
