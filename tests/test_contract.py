@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import regress
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -551,8 +553,6 @@ class EcmaSchema:
     """The checked-in schema under a 2020-12 validator whose patterns are ECMA-262 (u flag)."""
 
     def __init__(self) -> None:
-        jsonschema = pytest.importorskip("jsonschema")
-        regress = pytest.importorskip("regress")
 
         def ecma_pattern(validator: Any, pattern: str, instance: Any, _: Any) -> Any:
             if validator.is_type(instance, "string") and not regress.Regex(pattern, flags="u").find(
