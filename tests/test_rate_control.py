@@ -12,14 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.rate_control import (
-    BEST_MEMORY_S,
     BETA,
     DECREASE_INTERVAL_S,
+    EARLY_PROBE_AFTER_S,
     MAX_DECREASE,
     MIN_ESTIMATE_SPAN_S,
     MIN_RATE,
     PROBE_AFTER_S,
     RECOVERY_HALF_LIFE_S,
+    SLOW_START_AFTER_S,
     SLOW_START_GROWTH,
     START_RATE,
     RateController,
@@ -121,9 +122,9 @@ def test_probing_above_the_known_good_rate_starts_only_after_the_hold() -> None:
     assert control.rate > good
 
 
-def test_before_the_first_throttle_probing_doubles_the_rate_every_second() -> None:
+def test_before_the_first_throttle_probing_multiplies_the_rate_every_second() -> None:
     control = RateController(10_000.0, now=T0)
-    now = successes(control, T0, START_RATE, PROBE_AFTER_S)
+    now = successes(control, T0, START_RATE, SLOW_START_AFTER_S)
     assert control.rate == pytest.approx(START_RATE, rel=0.05)
     # With work enough to follow (successes at the rate allowed), one second doubles it.
     for _ in range(3):
@@ -140,12 +141,26 @@ def test_a_share_lost_to_a_neighbour_is_taken_back_multiplicatively_once_it_ends
     now = successes(control, now, 10.0, 2.0)
     control.on_throttle(now, sent_at=now - 0.05)
     assert control.known_good == pytest.approx(10.0, rel=0.1)
-    # When the spike ends, probing grows the rate by doubling back toward 25/s...
-    now = successes(control, now, 10.0, PROBE_AFTER_S)
+    # When the spike ends, probing starts early and grows the rate by doubling back toward
+    # 25/s, which a purely additive probe from 10/s would take far longer to reach
+    now = successes(control, now, 10.0, EARLY_PROBE_AFTER_S)
     now = successes(control, now, 20.0, 1.0)
     assert control.rate >= 18.0
-    # ...which a purely additive probe from 10/s would take far longer to reach.
-    assert BEST_MEMORY_S > PROBE_AFTER_S + 1.0
+    assert EARLY_PROBE_AFTER_S + 1.0 < PROBE_AFTER_S
+
+
+def test_quick_cuts_at_the_start_do_not_count_as_a_best_share_to_probe_back_to() -> None:
+    # Given a burst at the start that looked like 60/s, cut within the second to the share
+    control = RateController(1000.0, now=T0)
+    now = successes(control, T0, 60.0, 0.5)
+    control.on_throttle(now, sent_at=now - 0.01)
+    now = successes(control, now, 10.0, 1.5)
+    control.on_throttle(now, sent_at=now - 0.01)
+    assert control.known_good == pytest.approx(10.0, rel=0.1)
+    # Then the steady hold applies: no early probe toward the burst's rate
+    good = control.known_good
+    successes(control, now, good, EARLY_PROBE_AFTER_S + 0.5)
+    assert control.rate <= good
 
 
 def test_without_work_enough_the_rate_grows_to_at_most_twice_what_it_achieves() -> None:

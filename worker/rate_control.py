@@ -15,17 +15,22 @@ Cognito gives, successes and throttles over time, in cycles of three phases:
   the rate, and one decrease keeps at least ``MAX_DECREASE`` of it.
 - **Recover, multiplicatively**, toward the known good rate: the gap halves every
   ``RECOVERY_HALF_LIFE_S``. The shortfall lets the bucket refill a little.
-- **Probe above it**, ``PROBE_AFTER_S`` after the decrease, until the next throttle: first
-  multiplicatively back up to the best share of the last ``BEST_MEMORY_S`` (a neighbour's spike
-  that ended is taken back within seconds), then additively along CUBIC's convex curve, whose
-  growth is the same for every replica, so replicas sharing a quota drift toward equal shares
-  as under AIMD. A probe costs about one throttle; the hold before it keeps probes rare.
+- **Probe above it**, until the next throttle, ``PROBE_AFTER_S`` after the decrease: then
+  additively along CUBIC's convex curve, whose growth is the same for every replica, so
+  replicas sharing a quota drift toward equal shares as under AIMD. A probe costs about one
+  throttle; the long hold keeps probes rare at a steady share. But while a share held within
+  the last ``BEST_MEMORY_S`` is well above the current one (a neighbour's spike, or a step
+  down, that may be over), probing starts after ``EARLY_PROBE_AFTER_S`` and grows
+  multiplicatively back up to that best share first, so a spike that ended is taken back
+  within seconds. Only a share held for ``SUSTAINED_S`` counts as one: not the quick cuts
+  that find the share at the start.
 
 At the start the known good rate is the write category's documented quota (or the ceiling, if
-lower), as if a decrease had just ended: the worker runs at it, then probes, multiplicatively
-until the first throttle ever (slow start), since a region's quota could be higher. A ceiling
-far above the true quota thus costs a few throttles, never throughput. While the worker has
-less work than its rate, the rate grows to at most twice what it achieves.
+lower), as if a decrease had just ended: the worker runs at it, then, until the first throttle
+ever (slow start), probes early and fast (``SLOW_START_GROWTH`` a second), since a region's
+quota could be higher. A ceiling far above the true quota thus costs a few throttles, never
+throughput. While the worker has less work than its rate, the rate grows to at most twice what
+it achieves.
 
 Pure: every method takes the time from the caller, so it is tested with simulated time. The
 ceiling (``--rate-limit``) is a hard cap.
@@ -52,8 +57,14 @@ MAX_DECREASE = 0.3
 DECREASE_INTERVAL_S = 0.25
 # Recovery toward the known good rate halves the gap this often.
 RECOVERY_HALF_LIFE_S = 0.5
-# Probing above the known good rate starts this long after the last decrease.
-PROBE_AFTER_S = 5.0
+# Probing above the known good rate starts this long after the last decrease...
+PROBE_AFTER_S = 8.0
+# ...or this soon while the best share of the last BEST_MEMORY_S is well above it (a
+# neighbour's spike, or a step down, that may be over).
+EARLY_PROBE_AFTER_S = 2.0
+EARLY_PROBE_GAP = 1.2
+# Before the first throttle ever (slow start), probing starts this long after the start.
+SLOW_START_AFTER_S = 2.0
 # While probing, the rate grows by PROBE_C·t³ calls/s, t seconds into the probe (CUBIC's
 # convex part): the same for every replica whatever its share, so replicas sharing a quota
 # drift toward equal shares, as under AIMD.
@@ -61,10 +72,12 @@ PROBE_C = 0.3
 # When our share was higher within the last BEST_MEMORY_S (a neighbour's spike that may end),
 # probing first multiplies the rate by RECOVERY_GROWTH every second, up to that best share.
 BEST_MEMORY_S = 30.0
+# Only a share found after this long without a decrease counts toward the best one.
+SUSTAINED_S = 3.0
 RECOVERY_GROWTH = 2.0
-# Before the first throttle ever (slow start), probing multiplies the rate by this every
-# second instead: the ceiling may be far above the quota, or there may be no quota at all.
-SLOW_START_GROWTH = 2.0
+# In slow start, probing multiplies the rate by this every second: the ceiling may be far
+# above the quota, or there may be no quota at all.
+SLOW_START_GROWTH = 4.0
 # While work is short, the rate grows to at most this multiple of the rate achieved over the
 # last APP_LIMITED_SPAN_S.
 APP_LIMITED_HEADROOM = 2.0
@@ -130,10 +143,13 @@ class RateController:
         if sent_at <= self._last_decrease or now - self._last_decrease < DECREASE_INTERVAL_S:
             return False
         estimate = self.estimate(now)
+        sustained = now - self._last_decrease >= SUSTAINED_S
         self._last_decrease = now
         self._slow_start = False
         self._known_good = min(self.ceiling, max(estimate, MIN_RATE))
-        self._shares.append((now, self._known_good))
+        if sustained:
+            # A share held for a while, not one of the quick cuts that find it.
+            self._shares.append((now, self._known_good))
         target = max(BETA * estimate, MAX_DECREASE * self._rate, MIN_RATE)
         self._after_decrease = min(self._rate, target, self.ceiling)
         self._rate = self._after_decrease
@@ -149,12 +165,18 @@ class RateController:
     def _planned(self, now: float) -> float:
         """Where the rate may be `now`: recovering toward the known good rate, then probing."""
         elapsed = now - self._last_decrease
-        if elapsed >= PROBE_AFTER_S:
-            probing = elapsed - PROBE_AFTER_S
+        best = self._best(now)
+        if self._slow_start:
+            hold = SLOW_START_AFTER_S
+        elif best > EARLY_PROBE_GAP * self._known_good:
+            hold = EARLY_PROBE_AFTER_S
+        else:
+            hold = PROBE_AFTER_S
+        if elapsed >= hold:
+            probing = elapsed - hold
             if self._slow_start:
                 return self._known_good * math.pow(SLOW_START_GROWTH, probing)
             cubic = self._known_good + PROBE_C * math.pow(probing, 3)
-            best = self._best(now)
             if best <= self._known_good:
                 return cubic
             return max(cubic, min(best, self._known_good * math.pow(RECOVERY_GROWTH, probing)))
