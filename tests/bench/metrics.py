@@ -252,7 +252,7 @@ def _timeline(case: CaseData, applied_at: dict[str, float]) -> dict[str, Any]:
     for second, counts in (case.neighbour or {}).get("per_second", {}).items():
         neighbour[int(second) - start] += int(counts.get("success", 0))
         throttles[int(second) - start] -= int(counts.get("TooManyRequestsException", 0))
-    last = max([*successes, *measured, 0])
+    last = max([*successes, *measured, int(case.ended_at) - start - 1, 0])
     span = range(last + 1)
     return {
         "seconds": last + 1,

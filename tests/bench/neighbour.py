@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,9 @@ from botocore.exceptions import ClientError
 from types_aiobotocore_cognito_idp.client import CognitoIdentityProviderClient
 
 from tests.bench import aws
+from tests.support.worker_process import WorkerProcess
 
+REPO = Path(__file__).resolve().parents[2]
 NO_RETRIES = AioConfig(retries={"mode": "standard", "max_attempts": 1}, max_pool_connections=50)
 MAX_IN_FLIGHT = 50
 
@@ -116,6 +119,40 @@ async def run(args: argparse.Namespace, events: list[list[str]]) -> dict[str, ob
         },
         "skipped": skipped,
     }
+
+
+def process(
+    env: dict[str, str],
+    *,
+    endpoint: str,
+    region: str,
+    pool: str,
+    rate: float,
+    window: tuple[float, float] | None,
+    events_path: Path,
+    result_path: Path,
+    log_path: Path,
+) -> WorkerProcess:
+    """The neighbour as a child process of the bench (not started yet)."""
+    schedule = []
+    if window is not None:
+        schedule = ["--start-after", f"{window[0]:g}", "--stop-after", f"{window[1]:g}"]
+    return WorkerProcess(
+        env,
+        [
+            sys.executable, "-m", "tests.bench.neighbour",
+            "--endpoint", endpoint,
+            "--region", region,
+            "--pool", pool,
+            "--rate", f"{rate:g}",
+            "--events", str(events_path),
+            "--result", str(result_path),
+            *schedule,
+        ],
+        log_path=log_path,
+        cwd=REPO,
+        name="neighbour",
+    )  # fmt: skip
 
 
 def main() -> None:

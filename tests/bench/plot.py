@@ -66,7 +66,7 @@ def _run(ax: Any, run: dict[str, Any], colour: str) -> None:
     if throttled:
         xs, ys = zip(*throttled, strict=True)
         mark = "tab:red" if run["consumer"] == "worker" else colour
-        ax.scatter(xs, ys, marker="x", s=12, color=mark, label=f"  throttled/s ({label})")
+        ax.scatter(xs, ys, marker="x", s=12, color=mark, label=f"  throttled/s, {label}")
 
 
 def _panel(ax: Any, key: str, title: str, runs: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ FIGURE_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("3rd-second rate /s", "third_second_rate", 0),
         ("rate after 1st s /s", "rate_after_first_s", 1),
         ("÷ quota", "share_after_first_s", 2),
+        ("steady rate ÷ quota", "share", 2),
     ),
     "step": (
         ("follows drop to 10/s, s", "step1_follow_s", 2),
@@ -70,6 +71,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _figure(s: Summary, name: str) -> float | None:
+    return s.share if name == "share" else s.figures.get(name)
 
 
 def consumer_label(s: Summary) -> str:
@@ -125,7 +130,7 @@ def figure_tables(summaries: Sequence[Summary], titles: dict[str, str]) -> str:
         rule = "|---|" + "---:|" * (len(columns) + 1)
         rows = [
             f"| {consumer_label(s)} | "
-            + " | ".join(_fmt(s.figures.get(name), digits) for _, name, digits in columns)
+            + " | ".join(_fmt(_figure(s, name), digits) for _, name, digits in columns)
             + f" | {_pct(s.throttled_fraction)} |"
             for s in runs
         ]

@@ -8,7 +8,6 @@ reset, configured and seeded afresh for every run.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from feedback_local.stack import LocalStack, QueuePair
-from tests.bench import aws, monitor, schedule, workload
+from tests.bench import aws, bare_call, monitor, neighbour, schedule, workload
 from tests.bench.localstack_server import LocalStackSqs
 from tests.bench.monitor import Limits, Watch
 from tests.bench.scenarios import BOTO3, FAUXQS, LOCALSTACK, SQS_CONSUMER, WORKER, Scenario
@@ -91,6 +90,7 @@ class _Run:
     sent_at: dict[str, float]
     env: dict[str, str]
     goal: frozenset[str]  # the event ids whose pace is measured
+    to_feed: list[Verdict]  # the backlog not sent yet (tests.bench.schedule feeds it)
 
     @property
     def pools(self) -> tuple[str, ...]:
@@ -197,7 +197,8 @@ class Bench:
         verdicts, trickle, neighbours = self._prepare(scenario, scenario.size_for(consumer), tag)
         sqs = self._sqs(scenario.sqs)
         queues = await aws.create_queues(sqs.url, f"bench-{tag}")
-        sent_at = await workload.enqueue(sqs.url, queues.url, verdicts)
+        up_front = schedule.FEED_AHEAD if scenario.fed_backlog else len(verdicts)
+        sent_at = await workload.enqueue(sqs.url, queues.url, verdicts[:up_front])
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(REPO)),
@@ -208,7 +209,8 @@ class Bench:
             "AWS_ENDPOINT_URL_SQS": sqs.proxy.url,
         }
         goal = frozenset(v.event_id for v in verdicts if _in_goal(scenario, v))
-        return _Run(tag, sqs, verdicts, trickle, neighbours, queues, sent_at, env, goal)
+        to_feed = verdicts[up_front:]
+        return _Run(tag, sqs, verdicts, trickle, neighbours, queues, sent_at, env, goal, to_feed)
 
     def _consumer_argv(self, consumer: str) -> tuple[list[str], Path | None]:
         if consumer == WORKER:
@@ -264,7 +266,7 @@ class Bench:
                 self._stack().cognito_endpoint,
                 run.sqs.url,
                 run.queues.url,
-                run.trickle,
+                (run.to_feed, run.trickle),
                 run.sent_at,
             ) as marks:
                 watch = await monitor.watch(
@@ -329,31 +331,21 @@ class Bench:
         return self.out_dir / "logs" / f"{run.tag}-neighbour.json"
 
     def _neighbour(self, scenario: Scenario, run: _Run) -> WorkerProcess:
-        stack = self._stack()
         logs = self.out_dir / "logs"
         events_path = logs / f"{run.tag}-neighbour-events.json"
         events_path.write_text(json.dumps(run.neighbour_events))
         region = scenario.regions[0]
-        window = []
-        if scenario.neighbour_window is not None:
-            start, stop = scenario.neighbour_window
-            window = ["--start-after", f"{start:g}", "--stop-after", f"{stop:g}"]
-        return WorkerProcess(
+        return neighbour.process(
             run.env,
-            [
-                sys.executable, "-m", "tests.bench.neighbour",
-                "--endpoint", stack.cognito_endpoint,
-                "--region", region,
-                "--pool", workload.neighbour_pool(region),
-                "--rate", f"{scenario.neighbour_rate:g}",
-                "--events", str(events_path),
-                "--result", str(self._neighbour_result(run)),
-                *window,
-            ],
+            endpoint=self._stack().cognito_endpoint,
+            region=region,
+            pool=workload.neighbour_pool(region),
+            rate=scenario.neighbour_rate,
+            window=scenario.neighbour_window,
+            events_path=events_path,
+            result_path=self._neighbour_result(run),
             log_path=logs / f"{run.tag}-neighbour.log",
-            cwd=REPO,
-            name="neighbour",
-        ).start()  # fmt: skip
+        ).start()
 
     def _applied(self, scenario: Scenario, pools: tuple[str, ...], goal: frozenset[str]) -> int:
         """Verdicts of the goal the consumer has applied so far."""
@@ -371,25 +363,13 @@ class Bench:
 
     async def bare_call(self, scenario: Scenario) -> dict[str, Any]:
         """CPU per Cognito call of a plain aiobotocore loop, on this scenario's emulator setup."""
-        stack = self._stack()
         tag = f"{scenario.key}bare{uuid.uuid4().hex[:6]}"
         verdicts, _, _ = self._prepare(scenario, min(scenario.bare_calls, 500), tag)
         events_path = self.out_dir / "logs" / f"{tag}-events.json"
         events_path.write_text(json.dumps([[v.pool_id, v.username, v.event_id] for v in verdicts]))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.bare_call",
-            "--endpoint", stack.cognito_endpoint,
-            "--region", scenario.regions[0],
-            "--events", str(events_path),
-            "--calls", str(scenario.bare_calls),
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        stdout, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"the bare-call loop failed with exit code {proc.returncode}")
-        result: dict[str, Any] = json.loads(stdout)
-        return result
+        return await bare_call.measure(
+            self._stack().cognito_endpoint, scenario.regions[0], events_path, scenario.bare_calls
+        )
 
 
 def _in_goal(scenario: Scenario, verdict: Verdict) -> bool:
