@@ -88,6 +88,14 @@ def steady_rate(sorted_dates: list[float]) -> float:
     return (high - low) / span if span > 0 else 0.0
 
 
+def _rate(case: CaseData, dates: list[float]) -> float:
+    """The steady rate; for a run stopped before its measured verdicts were all applied (its
+    cap, a stall), what it applied over the whole run instead."""
+    if case.scenario.duration_s is None and len(dates) < len(case.goal):
+        return len(dates) / max(case.ended_at - case.started_at, 1e-9)
+    return steady_rate(dates)
+
+
 def _consumer_calls(case: CaseData) -> tuple[int, int, dict[str, int]]:
     """Calls, throttles and errors by code of the consumer alone (less the neighbour's)."""
     calls, throttles = int(case.stats["calls"]), int(case.stats["throttles"])
@@ -131,7 +139,7 @@ def summarize(case: CaseData) -> Summary:
         duplicate_writes=sum(int(r["writes"]) - 1 for r in case.writes if r["writes"]),
         dead_lettered=case.dead_lettered,
         left_in_queue=case.left_in_queue,
-        rate=steady_rate(dates),
+        rate=_rate(case, dates),
         capacity=scenario.capacity,
         drain_s=(dates[-1] - case.started_at) if dates else case.ended_at - case.started_at,
         ideal_s=scenario.ideal_s(len(case.goal)),

@@ -11,6 +11,9 @@ from tests.bench import targets
 from tests.bench.metrics import Summary
 from tests.bench.scenarios import PEERS, WORKER
 from tests.bench.sqs_server import LatencyProbe
+from tests.support.worker_process import KILL_GRACE_S
+
+KILLED = -9  # what the kernel reports for SIGKILL
 
 # The figures shown for each scenario of the rate and bulkhead groups: (header, name, digits).
 FIGURE_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
@@ -86,6 +89,8 @@ def consumer_label(s: Summary) -> str:
 
 def _ending(s: Summary) -> str:
     ending = ",".join(map(str, s.exit_codes))
+    if any(code == KILLED for code in s.exit_codes):
+        ending += f" (killed {KILL_GRACE_S:g} s after SIGTERM)"
     if s.stalled:
         return ending + " (stalled)"
     if s.timed_out:
@@ -227,7 +232,8 @@ def _header(meta: dict[str, Any]) -> list[str]:
 
 NOTES = (
     "rate: steady state, measured verdicts applied per second between the 10th and 90th "
-    "percentile of apply times. drain: consumer start to last measured verdict applied "
+    "percentile of apply times (for a run capped before they were all applied: those applied "
+    "÷ the run's length). drain: consumer start to last measured verdict applied "
     "(ideal: N ÷ capacity). latency: enqueue to applied (a backlog's is mostly its wait in the "
     "queue). CPU: user+sys of the consumer's processes after their first receive, per verdict "
     "applied. throttled: the consumer's own calls refused for the quota. Measured verdicts: "
