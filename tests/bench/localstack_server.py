@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
+from tests.bench.sqs_server import stop_group
 from tests.support.ports import LOOPBACK, free_port
 
 START_TIMEOUT_S = 90.0
@@ -31,7 +30,7 @@ HEALTH_PATH = "/_localstack/health"
 
 
 class LocalStackSqs:
-    """``with LocalStackSqs(python, log_path) as sqs:`` serves SQS at ``sqs.url``."""
+    """``LocalStackSqs(python, log_path).start()`` serves SQS at ``url`` until ``stop()``."""
 
     def __init__(self, python: Path, log_path: Path) -> None:
         self._python = python
@@ -105,28 +104,10 @@ class LocalStackSqs:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_GRACE_S)
+            stop_group(proc, STOP_GRACE_S)
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._home is not None:
             self._home.cleanup()
             self._home = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
