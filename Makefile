@@ -65,7 +65,7 @@ format: install ## Apply ruff's formatting and safe fixes
 type: install ## mypy --strict over worker/ and tests/
 	$(BIN)/mypy
 
-bench: install ## Drain rate, throttling and CPU against the quota and two peers (~10 min; BENCH_QUICK=1 ~3 min)
+bench: install ## Rate control, bulkheads, drain rate and CPU against the quota beside two peers (~25 min; BENCH_QUICK=1 ~5 min)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 faults: install ## The fault suite on the real worker (full form + 30-min soak, ~45 min)

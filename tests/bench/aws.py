@@ -1,8 +1,9 @@
-"""aiobotocore clients for the benchmark's own calls (enqueueing, probing, bookkeeping)."""
+"""aiobotocore clients for the benchmark's own calls (queues, enqueueing, probing, bookkeeping)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -11,11 +12,14 @@ from aiobotocore.session import AioSession
 from types_aiobotocore_cognito_idp.client import CognitoIdentityProviderClient
 from types_aiobotocore_sqs.client import SQSClient
 
+from feedback_local.stack import DLQ_RETENTION_S, QueuePair
+
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 SQS_REGION = "us-east-1"
 # The benchmark's own calls must not fail a run over one slow response.
 BENCH_CLIENT_CONFIG = AioConfig(retries={"mode": "standard", "max_attempts": 5})
+VISIBILITY_TIMEOUT_S = 30  # as the local stack's queues: a failed peer call comes back then
 
 
 def _session() -> AioSession:
@@ -52,3 +56,34 @@ async def cognito_client(
         config=config or BENCH_CLIENT_CONFIG,
     ) as client:
         yield client
+
+
+async def create_queues(endpoint: str, name: str, max_receive_count: int = 5) -> QueuePair:
+    """A standard queue whose RedrivePolicy sends a message to its own DLQ after
+    ``max_receive_count`` receives (the local stack's pair, on any SQS endpoint)."""
+    async with sqs_client(endpoint) as sqs:
+        dlq_url = (
+            await sqs.create_queue(
+                QueueName=f"{name}-dlq",
+                Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)},
+            )
+        )["QueueUrl"]
+        dlq_arn = await _arn(sqs, dlq_url)
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+        url = (
+            await sqs.create_queue(
+                QueueName=name,
+                Attributes={
+                    "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+                    "RedrivePolicy": json.dumps(redrive),
+                },
+            )
+        )["QueueUrl"]
+        return QueuePair(
+            url=url, arn=await _arn(sqs, url), dlq_url=dlq_url, dlq_arn=dlq_arn, fifo=False
+        )
+
+
+async def _arn(sqs: SQSClient, url: str) -> str:
+    attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]

@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.bench import aws
 
 WARMUP_CALLS = 50
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def run(endpoint: str, region: str, events: list[list[str]], calls: int) -> dict[str, float]:
@@ -39,6 +43,24 @@ async def run(endpoint: str, region: str, events: list[list[str]], calls: int) -
         "cpu_ms_per_call": cpu * 1000 / calls,
         "wall_ms_per_call": wall * 1000 / calls,
     }
+
+
+async def measure(endpoint: str, region: str, events_path: Path, calls: int) -> dict[str, Any]:
+    """Run this loop in a child process of its own (its CPU is then its own alone)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.bare_call",
+        "--endpoint", endpoint,
+        "--region", region,
+        "--events", str(events_path),
+        "--calls", str(calls),
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the bare-call loop failed with exit code {proc.returncode}")
+    result: dict[str, Any] = json.loads(stdout)
+    return result
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
 """``make bench``: drain backlogs through the worker and its peers, print and plot the results.
 
-    .venv/bin/python -m tests.bench [--quick] [--only s1,s5] [--no-peers] [--out DIR]
+    .venv/bin/python -m tests.bench [--quick] [--only s1,spike,bulkheads] [--peers | --no-peers]
+        [--out DIR]
 
-Installs what it needs on first use (Node tools and matplotlib, in gitignored folders under
-tests/bench), starts fauxqs and the Cognito emulator on loopback, runs the scenarios of
-tests.bench.scenarios and writes ``results.md``, ``results.json`` and ``rate.png`` to the
-output folder. ``BENCH_QUICK=1`` is the same as ``--quick``. Exits 1 when a target is missed
-and ``--strict`` is given, 2 when the benchmark itself fails.
+Installs what it needs on first use (Node tools, matplotlib and, for the fair-queue scenarios,
+LocalStack, in gitignored folders under tests/bench), starts fauxqs and the Cognito emulator
+on loopback, runs the scenarios of tests.bench.scenarios and writes ``results.md``,
+``results.json`` and one plot per group of scenarios to the output folder. ``--only`` takes
+scenario keys and group names (classic, rate, bulkheads). ``BENCH_QUICK=1`` is the same as
+``--quick``: smaller sizes, the worker at one ceiling, and no peers unless ``--peers``. Exits 1
+when a target is missed and ``--strict`` is given, 2 when the benchmark itself fails.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import report, toolchain
+from tests.bench import report, targets, toolchain
 from tests.bench.metrics import Summary, summarize
 from tests.bench.runner import REPO, Bench
 from tests.bench.scenarios import (
     COGNITO_JITTER_S,
     COGNITO_LATENCY_S,
+    WORKER,
     Scenario,
     scenarios,
+    select,
 )
 from tests.bench.sqs_server import LatencyProbe
 from worker import __version__
@@ -49,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
-    parser.add_argument("--only", help="comma-separated scenario keys, e.g. s1,s5")
-    parser.add_argument("--no-peers", action="store_true", help="run the worker only")
+    parser.add_argument(
+        "--only", help="comma-separated scenario keys or groups, e.g. s1,spike,bulkheads"
+    )
+    peers = parser.add_mutually_exclusive_group()
+    peers.add_argument("--peers", action="store_true", help="run the peers in quick runs too")
+    peers.add_argument("--no-peers", action="store_true", help="run the worker only")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--worker-cmd",
@@ -79,6 +88,7 @@ def _meta(args: argparse.Namespace, selected: list[Scenario], node: Path) -> dic
     ).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "groups": {s.key: s.group for s in selected},
         "uname": " ".join(platform.uname()),
         "nproc": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -96,10 +106,20 @@ def _meta(args: argparse.Namespace, selected: list[Scenario], node: Path) -> dic
 def _line(summary: Summary, elapsed_s: float) -> str:
     share = f", {summary.share:.2f} of capacity" if summary.share is not None else ""
     return (
-        f"{summary.scenario} {summary.consumer}: {summary.applied}/{summary.messages} applied, "
+        f"{summary.scenario} {report.consumer_label(summary)}: "
+        f"{summary.applied}/{summary.messages} applied, "
         f"{summary.rate:.1f}/s{share}, {summary.throttled_fraction:.1%} throttled, "
         f"{summary.dead_lettered} dead-lettered ({elapsed_s:.0f} s)"
     )
+
+
+def _runs(scenario: Scenario, with_peers: bool) -> list[tuple[str, float | None]]:
+    """(consumer, FEEDBACK_RATE_LIMIT) of every run of a scenario, the worker's first."""
+    runs: list[tuple[str, float | None]] = []
+    for consumer in scenario.consumers(with_peers):
+        limits = scenario.worker_rate_limits() if consumer == WORKER else (None,)
+        runs += [(consumer, limit) for limit in limits]
+    return runs
 
 
 async def _measure(
@@ -119,20 +139,27 @@ async def _measure(
             if scenario.bare_calls:
                 bare = await bench.bare_call(scenario)
                 _say(f"{scenario.key} bare aiobotocore call: {bare['cpu_ms_per_call']:.2f} ms CPU")
-            for consumer in scenario.consumers(with_peers=not args.no_peers):
-                _say(f"{scenario.key} {consumer}: {scenario.size_for(consumer)} messages ...")
+            for consumer, rate_limit in _runs(scenario, _with_peers(args)):
+                ceiling = "" if rate_limit is None else f", ceiling {rate_limit:g}/s"
+                size = scenario.size_for(consumer)
+                _say(f"{scenario.key} {consumer}{ceiling}: {size} messages ...")
                 started = time.monotonic()
-                summary = summarize(await bench.run_case(scenario, consumer))
+                summary = summarize(await bench.run_case(scenario, consumer, rate_limit))
                 summaries.append(summary)
                 _say(_line(summary, time.monotonic() - started))
     return summaries, probes, bare
 
 
+def _with_peers(args: argparse.Namespace) -> bool:
+    return not args.no_peers and (args.peers or not args.quick)
+
+
 def _run(args: argparse.Namespace) -> int:
-    selected = scenarios(args.quick)
-    if args.only:
-        wanted = {k.strip() for k in args.only.split(",")}
-        selected = [s for s in selected if s.key in wanted]
+    try:
+        selected = select(scenarios(args.quick), args.only)
+    except ValueError as exc:
+        _say(str(exc))
+        return EXIT_BENCH_FAILED
     tools = toolchain.ensure_all()
     out: Path = args.out
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -143,11 +170,11 @@ def _run(args: argparse.Namespace) -> int:
     text = report.render(summaries, probes, bare, meta)
     (out / "results.md").write_text(text + "\n")
     report.write_json(out / "results.json", summaries, probes, bare, meta)
-    plot = [str(toolchain.BENCH_DIR / "plot.py"), str(out / "results.json"), str(out / "rate.png")]
+    plot = [str(toolchain.BENCH_DIR / "plot.py"), str(out / "results.json"), str(out)]
     subprocess.run([str(tools.plot_python), *plot], check=True, timeout=PLOT_TIMEOUT_S)
     print(text)
-    print(f"\nWritten: {out / 'results.md'}, {out / 'results.json'}, {out / 'rate.png'}")
-    missed = [c for c in report.checks(summaries, bare) if not c.met]
+    print(f"\nWritten: {out / 'results.md'}, {out / 'results.json'} and the plots in {out}")
+    missed = [c for c in targets.checks(summaries, bare) if not c.met]
     return EXIT_TARGET_MISSED if missed and args.strict else EXIT_OK
 
 

@@ -31,6 +31,18 @@ PROBE_CYCLES = 30
 SEND_BATCH = 10
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM a server's process group, SIGKILL it if it outlives `grace_s`, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace_s)
+
+
 class FauxqsServer:
     """``with FauxqsServer(node, node_dir) as sqs:`` serves SQS at ``sqs.url``."""
 
@@ -93,14 +105,7 @@ class FauxqsServer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_GRACE_S)
+            stop_group(proc)
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()

@@ -3,6 +3,8 @@
 - ``node/``: Node 22 (the ``node`` npm package ships the binary), fauxqs (the SQS emulator)
   and the sqs-consumer peer with the AWS SDK for JavaScript, pinned by ``package-lock.json``.
 - ``.venvs/plot``: matplotlib, kept out of the project's virtualenv.
+- ``.venvs/localstack``: LocalStack's SQS (no Docker), for the SQS fair-queue scenarios only;
+  its code needs Python 3.13 or newer, so it is found beside the project's own.
 
 Both live in gitignored folders under ``tests/bench`` and are reinstalled when their pins
 change, so a fresh checkout needs nothing but the registries.
@@ -10,6 +12,7 @@ change, so a fresh checkout needs nothing but the registries.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,17 @@ NODE_DIR = BENCH_DIR / "node"
 PLOT_VENV = BENCH_DIR / ".venvs" / "plot"
 PLOT_REQUIREMENTS = ("matplotlib==3.10.7",)
 NPM_TIMEOUT_S = 600.0
+LOCALSTACK_VENV = BENCH_DIR / ".venvs" / "localstack"
+# localstack-core with what its runtime needs for SQS; the pins keep its TLS stack importable.
+LOCALSTACK_REQUIREMENTS = (
+    "localstack-core[base-runtime]==2026.3.0",
+    "cbor2<6",
+    "pyopenssl<24.3",
+    "cryptography<44",
+    "service_identity",
+)
+LOCALSTACK_PYTHONS = ("python3.13", "python3.14")
+LOCALSTACK_MIN_PYTHON = (3, 13)
 PIP_TIMEOUT_S = 900.0
 
 
@@ -57,30 +71,72 @@ def ensure_node_tools() -> Path:
     return node
 
 
-def ensure_plot_python() -> Path:
-    """A Python with matplotlib, in a virtualenv of the benchmark's own."""
-    python = PLOT_VENV / "bin" / "python"
-    stamp = PLOT_VENV / "requirements.txt"
-    wanted = "\n".join(PLOT_REQUIREMENTS) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+def _stale_venv(where: Path, requirements: tuple[str, ...]) -> bool:
+    stamp = where / "requirements.txt"
+    wanted = "\n".join(requirements) + "\n"
+    fresh = (where / "bin" / "python").exists() and stamp.exists() and stamp.read_text() == wanted
+    return not fresh
+
+
+def _ensure_venv(
+    where: Path, requirements: tuple[str, ...], base_python: str | None = None
+) -> Path:
+    """A virtualenv at `where` holding `requirements`, made anew when they change."""
+    python = where / "bin" / "python"
+    stamp = where / "requirements.txt"
+    wanted = "\n".join(requirements) + "\n"
+    if not _stale_venv(where, requirements):
         return python
-    print("bench: installing matplotlib into tests/bench/.venvs/plot ...", file=sys.stderr)
-    venv.create(PLOT_VENV, with_pip=True, clear=True)
+    print(f"bench: installing {requirements[0]} into {where} ...", file=sys.stderr, flush=True)
+    if base_python is None:
+        venv.create(where, with_pip=True, clear=True)
+    else:
+        shutil.rmtree(where, ignore_errors=True)
+        subprocess.run([base_python, "-m", "venv", str(where)], check=True)
     subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *PLOT_REQUIREMENTS,
-        ],
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
         check=True,
         timeout=PIP_TIMEOUT_S,
     )
     stamp.write_text(wanted)
     return python
+
+
+def ensure_plot_python() -> Path:
+    """A Python with matplotlib, in a virtualenv of the benchmark's own."""
+    return _ensure_venv(PLOT_VENV, PLOT_REQUIREMENTS)
+
+
+def _python_candidates() -> list[str]:
+    """Interpreters that may be Python 3.13+: on the PATH, and pyenv's installed versions (its
+    shims answer only for the selected version)."""
+    found = [path for name in LOCALSTACK_PYTHONS if (path := shutil.which(name))]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found += sorted(str(p) for p in pyenv_root.glob("versions/3.*/bin/python3"))
+    return found
+
+
+def _recent_enough(python: str) -> bool:
+    check = f"import sys; sys.exit(sys.version_info < {LOCALSTACK_MIN_PYTHON!r})"
+    try:
+        return (
+            subprocess.run([python, "-c", check], capture_output=True, timeout=30).returncode == 0
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def ensure_localstack_python() -> Path:
+    """A Python with LocalStack installed; RuntimeError if no Python 3.13+ can be found."""
+    if not _stale_venv(LOCALSTACK_VENV, LOCALSTACK_REQUIREMENTS):
+        return LOCALSTACK_VENV / "bin" / "python"
+    base = next((p for p in _python_candidates() if _recent_enough(p)), None)
+    if base is None:
+        raise RuntimeError(
+            "LocalStack, for the fair-queue scenarios, needs Python 3.13 or newer (python3.13 "
+            "on the PATH or under pyenv); run the other scenarios with --only"
+        )
+    return _ensure_venv(LOCALSTACK_VENV, LOCALSTACK_REQUIREMENTS, base)
 
 
 def ensure_all() -> Toolchain:

@@ -1,5 +1,5 @@
-// Peer: bbc's sqs-consumer with the AWS SDK for JavaScript v3 Cognito client, at the SDK's
-// default retry settings. batchSize 10 is sqs-consumer's documented way to process messages in
+// Peer: bbc's sqs-consumer with the AWS SDK for JavaScript v3 Cognito client (one per region,
+// the prefix of the pool id), at the SDK's default retry settings. batchSize 10 is sqs-consumer's documented way to process messages in
 // parallel; a message whose handler throws is left to come back after the visibility timeout.
 // Reads AWS_* and FEEDBACK_QUEUE_URL from the environment like the worker; runs until SIGTERM.
 import { Consumer } from "sqs-consumer";
@@ -11,10 +11,20 @@ import {
 
 const env = process.env;
 const region = env.AWS_REGION;
-const cognito = new CognitoIdentityProviderClient({
-  region,
-  endpoint: env.AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER,
-});
+const cognito = new Map();
+function cognitoFor(poolId) {
+  const poolRegion = poolId.split("_")[0];
+  if (!cognito.has(poolRegion)) {
+    cognito.set(
+      poolRegion,
+      new CognitoIdentityProviderClient({
+        region: poolRegion,
+        endpoint: env.AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER,
+      }),
+    );
+  }
+  return cognito.get(poolRegion);
+}
 const errors = new Map();
 
 const consumer = Consumer.create({
@@ -23,7 +33,7 @@ const consumer = Consumer.create({
   batchSize: 10,
   handleMessage: async (message) => {
     const verdict = JSON.parse(message.Body);
-    await cognito.send(
+    await cognitoFor(verdict.UserPoolId).send(
       new AdminUpdateAuthEventFeedbackCommand({
         UserPoolId: verdict.UserPoolId,
         Username: verdict.Username,
