@@ -14,9 +14,9 @@ import pytest
 
 from feedback_local.stack import LocalStack
 from tests.faults import scenarios
+from tests.faults.base import SHORT, ScenarioResult
 from tests.faults.checker import REDRIVEN, DlqCopy, EndState, EventState, SentMessage, check
 from tests.faults.harness import Harness
-from tests.faults.scenarios import SHORT, ScenarioResult
 from tests.faults.workload import Expect, Planned, verdict_body
 
 # A scenario drains a few hundred messages through moto after its fault; the drain itself has
