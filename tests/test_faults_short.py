@@ -1,6 +1,7 @@
 """The fault suite's short form: the real worker process through kills, outages, error storms,
-fuzzed bodies and duplicates, each run ending with nothing lost and nothing wrongly
-dead-lettered. The end-state checker itself is tested first, on made-up end states.
+fuzzed bodies, duplicates, and a pool or a region failing alone, each run ending with nothing
+lost and nothing wrongly dead-lettered. The end-state checker itself is tested first, on
+made-up end states.
 
 The long form, with bigger runs and a soak, is ``python -m tests.faults --full``.
 """
@@ -140,6 +141,10 @@ def assert_nothing_lost(result: ScenarioResult) -> None:
         pytest.param("revoked-credentials", id="access-denied-then-restored"),
         pytest.param("fuzzed-bodies", id="fuzzed-huge-and-deep-bodies"),
         pytest.param("duplicates", id="every-message-sent-twice"),
+        pytest.param("one-pool-denied", id="one-pool-denied-while-two-others-go-on"),
+        pytest.param("one-region-down", id="one-region-of-three-answers-5xx-pages"),
+        pytest.param("paused-past-max-receives", id="a-pool-paused-past-the-max-receive-count"),
+        pytest.param("5xx-and-throttles", id="a-region-answering-only-5xx-and-throttles"),
     ],
 )
 async def test_the_worker_loses_nothing_and_dead_letters_nothing_wrongly_under(

@@ -1,4 +1,6 @@
-"""The fault scenarios, by name: kills, outages, error storms, fuzz and duplicates."""
+"""The fault scenarios, by name: kills, outages, error storms, fuzz and duplicates here; the
+scopes of a failure beside (scenarios_scopes).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.faults.base import (
 )
 from tests.faults.fuzz import fuzz_plan
 from tests.faults.harness import Harness, Recovery, Run, RunSettings
+from tests.faults.scenarios_scopes import SCOPE_SCENARIOS
 from tests.faults.workload import Planned, huge_bodies, make_universe
 from tests.support.tcp_proxy import Mode, TcpProxy
 
@@ -289,4 +292,5 @@ SCENARIOS: dict[str, Scenario] = {
     "revoked-credentials": revoked_credentials,
     "fuzzed-bodies": fuzzed_bodies,
     "duplicates": duplicate_deliveries,
+    **SCOPE_SCENARIOS,
 }
