@@ -1,7 +1,7 @@
 """The fault suite's short form: the real worker process through kills, outages, error storms,
-fuzzed bodies, duplicates, and a pool or a region failing alone, each run ending with nothing
-lost and nothing wrongly dead-lettered. The end-state checker itself is tested first, on
-made-up end states.
+fuzzed bodies, duplicates, a pool or a region failing alone, slow deletes, hand-backs and
+redrives, each run ending with nothing lost and nothing wrongly dead-lettered. The end-state
+checker itself is tested first, on made-up end states.
 
 The long form, with bigger runs and a soak, is ``python -m tests.faults --full``.
 """
@@ -145,6 +145,9 @@ def assert_nothing_lost(result: ScenarioResult) -> None:
         pytest.param("one-region-down", id="one-region-of-three-answers-5xx-pages"),
         pytest.param("paused-past-max-receives", id="a-pool-paused-past-the-max-receive-count"),
         pytest.param("5xx-and-throttles", id="a-region-answering-only-5xx-and-throttles"),
+        pytest.param("delete-brownout", id="every-delete-answered-late-under-a-backlog"),
+        pytest.param("handed-back-then-500", id="handed-back-many-times-then-one-500"),
+        pytest.param("redrive-older-verdicts", id="older-verdicts-redriven-into-a-new-process"),
     ],
 )
 async def test_the_worker_loses_nothing_and_dead_letters_nothing_wrongly_under(

@@ -39,6 +39,12 @@ class Profile:
     kills: int
     fuzz_count: int
     drain_timeout_s: float
+    # How late each DeleteMessageBatch is answered during a delete brownout.
+    slow_delete_s: float
+    # How often the test itself hands a message back before the worker sees it.
+    hand_backs: int
+    # Messages that each meet one failure of their own.
+    lone_failures: int
 
 
 SHORT = Profile(
@@ -51,6 +57,9 @@ SHORT = Profile(
     kills=3,
     fuzz_count=60,
     drain_timeout_s=180.0,
+    slow_delete_s=8.0,
+    hand_backs=6,
+    lone_failures=6,
 )
 FULL = Profile(
     name="full",
@@ -62,6 +71,9 @@ FULL = Profile(
     kills=5,
     fuzz_count=200,
     drain_timeout_s=420.0,
+    slow_delete_s=30.0,
+    hand_backs=7,
+    lone_failures=10,
 )
 
 

@@ -1,5 +1,5 @@
 """The fault scenarios, by name: kills, outages, error storms, fuzz and duplicates here; the
-scopes of a failure beside (scenarios_scopes).
+scopes of a failure (scenarios_scopes) and the delivery contract (scenarios_delivery) beside.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.faults.base import (
 )
 from tests.faults.fuzz import fuzz_plan
 from tests.faults.harness import Harness, Recovery, Run, RunSettings
+from tests.faults.scenarios_delivery import DELIVERY_SCENARIOS
 from tests.faults.scenarios_scopes import SCOPE_SCENARIOS
 from tests.faults.workload import Planned, huge_bodies, make_universe
 from tests.support.tcp_proxy import Mode, TcpProxy
@@ -293,4 +294,5 @@ SCENARIOS: dict[str, Scenario] = {
     "fuzzed-bodies": fuzzed_bodies,
     "duplicates": duplicate_deliveries,
     **SCOPE_SCENARIOS,
+    **DELIVERY_SCENARIOS,
 }
