@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -52,8 +53,10 @@ DOWN_REGION = "eu-west-1"
 HEALTHY_REGIONS = (REGION, "ap-southeast-2")
 # What a region in an outage answers, a third of the time each.
 OUTAGE_ANSWERS = ("HTTP503", "HTTP502", "InternalErrorException")
-# The 5xx half of a storm of 5xx and throttles, half the time each.
+# The 5xx of a storm of 5xx and throttles (one, then the other), and their share of the
+# answers; throttles are the rest. A throttle ends neither a run of failures nor an outage.
 STORM_5XX = ("InternalErrorException", "HTTP503")
+STORM_5XX_SHARE = 0.5
 # Few attempts, so that a storm taken for the messages' own failures would dead-letter them.
 STORM_MAX_ATTEMPTS = 4
 # A low maxReceiveCount that a paused pool's parked messages reach while the pause lasts.
@@ -238,46 +241,82 @@ async def mixed_5xx_and_throttles(h: Harness, p: Profile) -> ScenarioResult:
         await run.send(rounds[0])
         await run.start_worker()
         await run.wait_applied(applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
-        fault_start = time.monotonic()
-        # Half of the calls answer a 5xx; what the rule leaves is throttled ("Rate exceeded").
-        first, then = (
-            [injected_error(code, fraction=0.5, operation=FEEDBACK_OPERATION)] for code in STORM_5XX
-        )
-        await h.emulator.configure(injected_errors=first, fault_untyped_throttle=1.0)
-        await anyio.sleep(SETTLE_S)
-        before = await feedback_counts(h)
-        async with sampling(lambda: readiness_body(run), READINESS_SAMPLE_S) as bodies:
-            await run.send_rounds(rounds[1:])
-            await anyio.sleep(p.storm_s * 0.75)
-            await h.emulator.configure(injected_errors=then)
-            await anyio.sleep(p.storm_s * 0.75)
-            during = await feedback_counts(h)
-        await h.emulator.configure(injected_errors=[], fault_untyped_throttle=0.0)
-        fault_end = time.monotonic()
-        recovery = await run.recovery(fault_end, RECOVERY_TIMEOUT_S)
-        errors = {
-            code: during.get("errors", {}).get(code, 0) - before.get("errors", {}).get(code, 0)
-            for code in STORM_5XX
-        }
-        throttles = during.get("throttles", 0) - before.get("throttles", 0)
-        successes = during.get("successes", 0) - before.get("successes", 0)
-        down_lines = log_lines(run, "region.down", region=REGION)
+        storm = await _storm(run, p, rounds[1:])
+        recovery = await run.recovery(storm.end, RECOVERY_TIMEOUT_S)
         result = await finish(
             run,
             p,
             started,
             **{
-                "no call succeeded while the storm lasted": successes == 0,
-                "the storm mixed 5xx and throttles": all(errors.values()) and throttles > 0,
-                "the region was reported down": bool(down_lines) and _listed_down(bodies, REGION),
+                "no call succeeded while the storm lasted": storm.count("successes") == 0,
+                "the storm mixed 5xx and throttles": storm.count("errors") > 0
+                and storm.count("throttles") > 0,
+                "the region was reported down, and stayed down while the storm lasted": bool(
+                    storm.down
+                )
+                and not storm.up
+                and _listed_down(storm.bodies, REGION),
                 "/readyz unready while its only region was down": run.ready.unready_between(
-                    fault_start, fault_end
+                    storm.start, storm.end
                 ),
             },
         )
         result.recoveries = [recovery]
-        result.notes.append(f"during the storm: {errors}, {throttles} throttles")
+        result.notes.append(
+            f"during the storm: {storm.count('errors')} 5xx, {storm.count('throttles')} "
+            "throttles, no success"
+        )
         return result
+
+
+@dataclass
+class _Storm:
+    """What a storm of 5xx and throttles did: Cognito's counters before and after, the
+    /readyz bodies meanwhile, and the worker's region lines by the storm's end."""
+
+    start: float
+    before: dict[str, Any]
+    after: dict[str, Any] = field(default_factory=dict)
+    bodies: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    down: list[dict[str, Any]] = field(default_factory=list)
+    up: list[dict[str, Any]] = field(default_factory=list)
+    end: float = 0.0
+
+    def count(self, name: str) -> int:
+        """Calls of kind `name` (successes, throttles, errors) during the storm; errors
+        leave out the throttles, which the emulator counts among them too."""
+
+        def total(counts: dict[str, Any]) -> int:
+            value = counts.get(name, 0)
+            return int(sum(value.values()) if isinstance(value, dict) else value)
+
+        calls = total(self.after) - total(self.before)
+        return calls - self.count("throttles") if name == "errors" else calls
+
+
+async def _storm(run: Run, p: Profile, later: list[list[Planned]]) -> _Storm:
+    """Half of the calls answer a 5xx (a 500, then 503 pages); the rest are throttled ("Rate
+    exceeded", untyped). `later` goes out once it has begun."""
+    h = run.harness
+    start = time.monotonic()
+    first, then = (
+        [injected_error(code, fraction=STORM_5XX_SHARE, operation=FEEDBACK_OPERATION)]
+        for code in STORM_5XX
+    )
+    await h.emulator.configure(injected_errors=first, fault_untyped_throttle=1.0)
+    await anyio.sleep(SETTLE_S)
+    storm = _Storm(start, await feedback_counts(h))
+    async with sampling(lambda: readiness_body(run), READINESS_SAMPLE_S) as storm.bodies:
+        await run.send_rounds(later)
+        await anyio.sleep(p.storm_s)
+        await h.emulator.configure(injected_errors=then)
+        await anyio.sleep(p.storm_s)
+        storm.after = await feedback_counts(h)
+        storm.down = log_lines(run, "region.down", region=REGION)
+        storm.up = log_lines(run, "region.up", region=REGION)
+    await h.emulator.configure(injected_errors=[], fault_untyped_throttle=0.0)
+    storm.end = time.monotonic()
+    return storm
 
 
 SCOPE_SCENARIOS: dict[str, Scenario] = {
