@@ -97,10 +97,10 @@ async def delete_brownout(h: Harness, p: Profile) -> ScenarioResult:
         async with sampling(lambda: held_now(run), HELD_SAMPLE_S) as held:
             await anyio.sleep(brownout_s)
             sqs.set_mode(Mode.PASS, cut=False)
-            # The deletes already held back are still answered late.
-            await anyio.sleep(p.slow_delete_s)
-        fault_end = time.monotonic()
-        recovery = await run.recovery(fault_end, RECOVERY_TIMEOUT_S)
+            fault_end = time.monotonic()
+            recovery = await run.recovery(fault_end, RECOVERY_TIMEOUT_S)
+            # The deletes held back before the end are still answered late: watch until then.
+            await anyio.sleep(max(0.0, fault_end + p.slow_delete_s - time.monotonic()))
         peak = max((value for _, value in held), default=-1.0)
         result = await finish(
             run,
