@@ -24,6 +24,8 @@ from tests.support.tcp_proxy import Fault, Mode, ProxyThread, TcpProxy
 # Short enough to keep the suite quick; nothing asserts an upper bound on any duration.
 SHORT_DROP_S = 0.2
 DELAY_S = 0.3
+# Longer than any test here runs: an answer held back this long is never seen.
+HELD_BACK_S = 600.0
 
 
 class EchoServer:
@@ -234,6 +236,47 @@ async def test_delay_holds_every_answer_back_by_at_least_the_delay(proxy: TcpPro
     assert loop.time() - started >= DELAY_S
 
 
+async def test_a_delay_for_one_operation_holds_back_only_the_answers_to_its_calls(
+    proxy: TcpProxy,
+) -> None:
+    # Given deletes answered late, and a delete and a receive each on a connection of its own
+    proxy.set_mode(Mode.DELAY, delay_s=HELD_BACK_S, operation="DeleteMessageBatch", cut=False)
+    deleting = asyncio.create_task(_round_trip(proxy, _call("DeleteMessageBatch")))
+    receiving = asyncio.create_task(_round_trip(proxy, _call("ReceiveMessage")))
+
+    # When the first answer arrives
+    done, _ = await asyncio.wait({deleting, receiving}, return_when=asyncio.FIRST_COMPLETED)
+
+    # Then it is the receive's, whole, while the delete's is still held back
+    assert done == {receiving}
+    assert receiving.result() == _call("ReceiveMessage")
+    assert proxy.operations() == {"DeleteMessageBatch": 1, "ReceiveMessage": 1}
+    proxy.set_mode(Mode.PASS)  # cuts the held connection
+    with pytest.raises(ConnectionResetError):
+        await deleting
+
+
+async def test_a_delay_for_one_operation_follows_the_calls_on_a_kept_alive_connection(
+    proxy: TcpProxy,
+) -> None:
+    # Given deletes answered DELAY_S late
+    proxy.set_mode(Mode.DELAY, delay_s=DELAY_S, operation="DeleteMessageBatch")
+    reader, writer = await _connect(proxy)
+    loop = asyncio.get_running_loop()
+    try:
+        for operation in ("ReceiveMessage", "DeleteMessageBatch", "ReceiveMessage"):
+            # When each call goes out on the same connection once the last one was answered
+            started = loop.time()
+            writer.write(_call(operation))
+            assert await reader.readexactly(len(_call(operation))) == _call(operation)
+            if operation == "DeleteMessageBatch":
+                # Then the delete's answer, and only it, is late by at least the delay
+                assert loop.time() - started >= DELAY_S
+    finally:
+        writer.close()
+    assert proxy.fault == Fault(Mode.DELAY, delay_s=DELAY_S, operation="DeleteMessageBatch")
+
+
 async def test_a_mode_change_cuts_open_connections_unless_told_not_to(proxy: TcpProxy) -> None:
     # Given two kept-alive connections that have each completed an exchange
     kept = [await _connect(proxy) for _ in range(2)]
@@ -304,14 +347,24 @@ async def test_the_control_endpoint_switches_modes_and_reports_counters(
             async with session.post(f"{base}/proxies/nope", json={"mode": "pass"}) as resp:
                 assert resp.status == 404
 
-            payload = {"mode": "delay", "delay_s": 0.05, "cut": False}
+            payload = {
+                "mode": "delay",
+                "delay_s": 0.05,
+                "operation": "ReceiveMessage",
+                "cut": False,
+            }
             async with session.post(f"{base}/proxies/echo", json=payload) as resp:
                 assert resp.status == 200
             assert await _round_trip(proxy, _call("ReceiveMessage")) == _call("ReceiveMessage")
             async with session.get(f"{base}/proxies") as resp:
                 assert resp.status == 200
                 listed = await resp.json()
-        assert listed["echo"]["fault"] == {"mode": "delay", "delay_s": 0.05, "drop_after_s": 10.0}
+        assert listed["echo"]["fault"] == {
+            "mode": "delay",
+            "delay_s": 0.05,
+            "drop_after_s": 10.0,
+            "operation": "ReceiveMessage",
+        }
         assert listed["echo"]["address"] == proxy.address
         assert listed["echo"]["stats"]["accepted"] == {"delay": 1}
         assert listed["echo"]["operations"] == {"ReceiveMessage": 1}

@@ -1,6 +1,7 @@
 """The fault suite's short form: the real worker process through kills, outages, error storms,
-fuzzed bodies and duplicates, each run ending with nothing lost and nothing wrongly
-dead-lettered. The end-state checker itself is tested first, on made-up end states.
+fuzzed bodies, duplicates, a pool or a region failing alone, slow deletes, hand-backs and
+redrives, each run ending with nothing lost and nothing wrongly dead-lettered. The end-state
+checker itself is tested first, on made-up end states.
 
 The long form, with bigger runs and a soak, is ``python -m tests.faults --full``.
 """
@@ -14,9 +15,9 @@ import pytest
 
 from feedback_local.stack import LocalStack
 from tests.faults import scenarios
+from tests.faults.base import SHORT, ScenarioResult
 from tests.faults.checker import REDRIVEN, DlqCopy, EndState, EventState, SentMessage, check
 from tests.faults.harness import Harness
-from tests.faults.scenarios import SHORT, ScenarioResult
 from tests.faults.workload import Expect, Planned, verdict_body
 
 # A scenario drains a few hundred messages through moto after its fault; the drain itself has
@@ -140,6 +141,13 @@ def assert_nothing_lost(result: ScenarioResult) -> None:
         pytest.param("revoked-credentials", id="credentials-revoked-then-restored"),
         pytest.param("fuzzed-bodies", id="fuzzed-huge-and-deep-bodies"),
         pytest.param("duplicates", id="every-message-sent-twice"),
+        pytest.param("one-pool-denied", id="one-pool-denied-while-two-others-go-on"),
+        pytest.param("one-region-down", id="one-region-of-three-answers-5xx-pages"),
+        pytest.param("paused-past-max-receives", id="a-pool-paused-past-the-max-receive-count"),
+        pytest.param("5xx-and-throttles", id="a-region-answering-only-5xx-and-throttles"),
+        pytest.param("delete-brownout", id="every-delete-answered-late-under-a-backlog"),
+        pytest.param("handed-back-then-500", id="handed-back-many-times-then-one-500"),
+        pytest.param("redrive-older-verdicts", id="older-verdicts-redriven-into-a-new-process"),
     ],
 )
 async def test_the_worker_loses_nothing_and_dead_letters_nothing_wrongly_under(

@@ -20,10 +20,11 @@ from pathlib import Path
 import anyio
 
 from feedback_local.stack import LocalStack
+from tests.faults.base import FULL, SHORT, ScenarioResult
 from tests.faults.checker import Tally
 from tests.faults.harness import Harness
 from tests.faults.report import render
-from tests.faults.scenarios import FULL, SCENARIOS, SHORT, ScenarioResult
+from tests.faults.scenarios import SCENARIOS
 from tests.faults.soak import DEFAULT_SOAK_MINUTES, soak
 
 EXIT_OK, EXIT_FAILED = 0, 1

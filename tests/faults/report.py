@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tests.faults.scenarios import ScenarioResult
+from tests.faults.base import ScenarioResult
 
 COLUMNS = (
     "fault",

@@ -1,95 +1,35 @@
-"""The fault scenarios: each runs the real worker through one kind of fault and checks the end.
-
-Every scenario returns a ScenarioResult whose tally must show nothing lost, nothing wrongly
-dead-lettered, no stale verdict and nothing left, plus its own checks (named properties such
-as "/readyz went unready during the outage").
+"""The fault scenarios, by name: kills, outages, error storms, fuzz and duplicates here; the
+scopes of a failure (scenarios_scopes) and the delivery contract (scenarios_delivery) beside.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import anyio
 
-from tests.faults.checker import Tally
+from tests.faults.base import (
+    EXIT_GRACE_S,
+    PARKED_VISIBLE_WITHIN_S,
+    RECOVERY_TIMEOUT_S,
+    SHORT_SHUTDOWN_S,
+    SHORT_VISIBILITY_S,
+    Profile,
+    Scenario,
+    ScenarioResult,
+    applies,
+    finish,
+    prepare,
+)
 from tests.faults.fuzz import fuzz_plan
 from tests.faults.harness import Harness, Recovery, Run, RunSettings
-from tests.faults.workload import (
-    Expect,
-    Planned,
-    huge_bodies,
-    make_universe,
-    standard_mix,
-)
+from tests.faults.scenarios_delivery import DELIVERY_SCENARIOS
+from tests.faults.scenarios_scopes import SCOPE_SCENARIOS
+from tests.faults.workload import Planned, huge_bodies, make_universe
 from tests.support.tcp_proxy import Mode, TcpProxy
 
-# Worker visibility timeout where a scenario wants held messages to come back quickly.
-SHORT_VISIBILITY_S = 10
-SHORT_SHUTDOWN_S = 5.0
-RECOVERY_TIMEOUT_S = 120.0
-# Slack on top of the shutdown timeout for the process to exit after its deadline.
-EXIT_GRACE_S = 5.0
-# Parked messages come back within a few seconds (a released or parked one is no loss).
-PARKED_VISIBLE_WITHIN_S = 10.0
 BAD_REQUEST_CODES = ("InvalidParameterException", "SerializationException")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How big and how long: the short form runs in CI, the full form on demand."""
-
-    name: str
-    users: int
-    events_per_user: int
-    outage_s: float
-    storm_s: float
-    spike_s: float
-    kills: int
-    fuzz_count: int
-    drain_timeout_s: float
-
-
-SHORT = Profile("short", 12, 8, 24.0, 10.0, 15.0, 3, 60, 180.0)
-FULL = Profile("full", 25, 10, 30.0, 20.0, 25.0, 5, 200, 420.0)
-
-
-@dataclass
-class ScenarioResult:
-    name: str
-    tally: Tally
-    recoveries: list[Recovery] = field(default_factory=list)
-    checks: dict[str, bool] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.tally.ok and all(self.checks.values())
-
-
-Scenario = Callable[[Harness, Profile], Awaitable[ScenarioResult]]
-
-
-async def _prepare(run: Run, profile: Profile, *, scale: float = 1.0) -> list[list[Planned]]:
-    users = max(2, int(profile.users * scale))
-    universe = make_universe(run.rng, users, profile.events_per_user)
-    await run.seed(universe)
-    return standard_mix(universe, run.rng)
-
-
-def _applies(rounds: list[list[Planned]]) -> int:
-    return sum(1 for plans in rounds for p in plans if p.expect is Expect.APPLY)
-
-
-async def _finish(run: Run, profile: Profile, started: float, **checks: bool) -> ScenarioResult:
-    alive = bool(run.workers) and run.worker.returncode is None
-    tally = await run.finish(profile.drain_timeout_s)
-    result = ScenarioResult(run.name, tally, notes=run.notes, elapsed_s=time.monotonic() - started)
-    result.checks = {"worker up at the end": alive, **checks}
-    return result
 
 
 async def _outage(run: Run, proxy: TcpProxy, seconds: float, later: list[Planned]) -> Recovery:
@@ -112,7 +52,7 @@ async def sigkill(h: Harness, p: Profile) -> ScenarioResult:
     started = time.monotonic()
     settings = RunSettings(visibility_timeout_s=SHORT_VISIBILITY_S, shutdown_timeout_s=5)
     async with h.run("sigkill", settings) as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         # Calls that take a while, as real ones do, so that kills land on calls in flight.
         await h.emulator.configure(latency_s=0.1, latency_jitter_s=0.2)
         await run.send(rounds[0])
@@ -128,7 +68,7 @@ async def sigkill(h: Harness, p: Profile) -> ScenarioResult:
             await run.start_worker()
             recoveries.append(await run.recovery(restarted, RECOVERY_TIMEOUT_S))
         await run.send_rounds(pending)
-        result = await _finish(run, p, started)
+        result = await finish(run, p, started)
         result.recoveries = recoveries
         result.tally.stale_allowed = True
         if result.tally.stale:
@@ -148,11 +88,11 @@ async def sigterm(h: Harness, p: Profile) -> ScenarioResult:
         shutdown_timeout_s=SHORT_SHUTDOWN_S, worker_env={"FEEDBACK_WAIT_TIME": ""}
     )
     async with h.run("sigterm", settings) as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         await h.emulator.configure(latency_s=0.3, latency_jitter_s=0.3)  # calls in flight
         await run.send_rounds(rounds)
         await run.start_worker()
-        await run.wait_applied(_applies(rounds) // 4, RECOVERY_TIMEOUT_S)
+        await run.wait_applied(applies(rounds) // 4, RECOVERY_TIMEOUT_S)
         signalled = time.monotonic()
         run.worker.send_signal(signal.SIGTERM)
         code = await run.worker.wait_exit(settings.shutdown_timeout_s + EXIT_GRACE_S)
@@ -166,7 +106,7 @@ async def sigterm(h: Harness, p: Profile) -> ScenarioResult:
         run.notes.append(f"exit code {code} after {exit_s:.1f}s; {in_flight} left in flight")
         await h.emulator.configure(latency_s=0.0, latency_jitter_s=0.0)
         await run.start_worker()
-        return await _finish(
+        return await finish(
             run,
             p,
             started,
@@ -191,15 +131,15 @@ async def cognito_outage(h: Harness, p: Profile) -> ScenarioResult:
 async def _proxy_outage(h: Harness, p: Profile, name: str, proxy: TcpProxy) -> ScenarioResult:
     started = time.monotonic()
     async with h.run(name) as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         await run.send(rounds[0])
         await run.start_worker()
-        await run.wait_applied(_applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
+        await run.wait_applied(applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
         fault_start = time.monotonic()
         recovery = await _outage(run, proxy, p.outage_s, rounds[1] if len(rounds) > 1 else [])
         unready = run.ready.unready_between(fault_start, fault_start + p.outage_s + 1)
         await run.send_rounds(rounds[2:])
-        result = await _finish(run, p, started, **{"/readyz unready during the outage": unready})
+        result = await finish(run, p, started, **{"/readyz unready during the outage": unready})
         result.recoveries = [recovery]
         return result
 
@@ -208,7 +148,7 @@ async def cognito_5xx_storm(h: Harness, p: Profile) -> ScenarioResult:
     """Half of all Cognito calls answer InternalErrorException (HTTP 500) for a while."""
     started = time.monotonic()
     async with h.run("cognito-5xx-storm") as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         await run.send(rounds[0])
         await run.start_worker()
         await h.emulator.configure(fault_internal_error=0.5)
@@ -218,7 +158,7 @@ async def cognito_5xx_storm(h: Harness, p: Profile) -> ScenarioResult:
         recovery = await run.recovery(time.monotonic(), RECOVERY_TIMEOUT_S)
         stats = await h.emulator.stats()
         errors = stats.get("errors", {}).get("InternalErrorException", 0)
-        result = await _finish(run, p, started, **{"the storm hit calls": errors > 0})
+        result = await finish(run, p, started, **{"the storm hit calls": errors > 0})
         result.recoveries = [recovery]
         result.notes.append(f"{errors} calls answered InternalErrorException")
         return result
@@ -229,7 +169,7 @@ async def latency_spike(h: Harness, p: Profile) -> ScenarioResult:
     started = time.monotonic()
     settings = RunSettings(visibility_timeout_s=SHORT_VISIBILITY_S, shutdown_timeout_s=5)
     async with h.run("latency-spike", settings) as run:
-        rounds = await _prepare(run, p, scale=0.5)
+        rounds = await prepare(run, p, scale=0.5)
         await run.send(rounds[0])
         await run.start_worker()
         # Not cut: a call reset mid-flight would be retried and applied twice, which is
@@ -253,7 +193,7 @@ async def latency_spike(h: Harness, p: Profile) -> ScenarioResult:
             )
         )
         redelivered = int(received - handed_back) - len(run.sent)
-        result = await _finish(
+        result = await finish(
             run, p, started, **{"no message redelivered while held": redelivered <= 0}
         )
         result.recoveries = [recovery]
@@ -267,7 +207,7 @@ async def throttling(h: Harness, p: Profile) -> ScenarioResult:
     """A quota far below the worker's rate, plus untyped "Rate exceeded" throttles."""
     started = time.monotonic()
     async with h.run("throttling") as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         await run.send(rounds[0])
         await run.start_worker()
         await h.emulator.configure(quota_per_region=4, burst=4, fault_untyped_throttle=0.2)
@@ -276,7 +216,7 @@ async def throttling(h: Harness, p: Profile) -> ScenarioResult:
         throttles = int((await h.emulator.stats()).get("throttles", 0))
         await h.emulator.configure(quota_per_region=25, burst=None, fault_untyped_throttle=0.0)
         recovery = await run.recovery(time.monotonic(), RECOVERY_TIMEOUT_S)
-        result = await _finish(run, p, started, **{"calls were throttled": throttles > 0})
+        result = await finish(run, p, started, **{"calls were throttled": throttles > 0})
         result.recoveries = [recovery]
         result.notes.append(f"{throttles} calls throttled during the burst")
         return result
@@ -287,10 +227,10 @@ async def revoked_credentials(h: Harness, p: Profile) -> ScenarioResult:
     identity, so the whole worker pauses), then restored."""
     started = time.monotonic()
     async with h.run("revoked-credentials") as run:
-        rounds = await _prepare(run, p)
+        rounds = await prepare(run, p)
         await run.send(rounds[0])
         await run.start_worker()
-        await run.wait_applied(_applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
+        await run.wait_applied(applies(rounds[:1]) // 4, RECOVERY_TIMEOUT_S)
         fault_start = time.monotonic()
         known = (await h.emulator.config())["known_keys"]
         await h.emulator.configure(known_keys={})
@@ -300,7 +240,7 @@ async def revoked_credentials(h: Harness, p: Profile) -> ScenarioResult:
         fault_end = time.monotonic()
         recovery = await run.recovery(fault_end, RECOVERY_TIMEOUT_S)
         unready = run.ready.unready_between(fault_start, fault_end + 1)
-        result = await _finish(
+        result = await finish(
             run, p, started, **{"/readyz unready while credentials were revoked": unready}
         )
         result.recoveries = [recovery]
@@ -319,7 +259,7 @@ async def fuzzed_bodies(h: Harness, p: Profile) -> ScenarioResult:
         run.rng.shuffle(plans)
         await run.start_worker()
         await run.send(plans)
-        result = await _finish(run, p, started)
+        result = await finish(run, p, started)
         stats = await h.emulator.stats()
         bad = {code: stats.get("errors", {}).get(code, 0) for code in BAD_REQUEST_CODES}
         result.checks["no malformed request reached Cognito"] = not any(bad.values())
@@ -335,13 +275,13 @@ async def duplicate_deliveries(h: Harness, p: Profile) -> ScenarioResult:
     """Every message sent twice, byte for byte: harmless."""
     started = time.monotonic()
     async with h.run("duplicates") as run:
-        rounds = await _prepare(run, p, scale=0.5)
+        rounds = await prepare(run, p, scale=0.5)
         await run.start_worker()
         for plans in rounds:
             await run.send(plans)
             await run.send(plans)
             await anyio.sleep(0.05)
-        return await _finish(run, p, started)
+        return await finish(run, p, started)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -355,4 +295,6 @@ SCENARIOS: dict[str, Scenario] = {
     "revoked-credentials": revoked_credentials,
     "fuzzed-bodies": fuzzed_bodies,
     "duplicates": duplicate_deliveries,
+    **SCOPE_SCENARIOS,
+    **DELIVERY_SCENARIOS,
 }

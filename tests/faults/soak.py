@@ -14,8 +14,8 @@ from pathlib import Path
 
 import anyio
 
+from tests.faults.base import RECOVERY_TIMEOUT_S, ScenarioResult
 from tests.faults.harness import Harness, Run, RunSettings
-from tests.faults.scenarios import RECOVERY_TIMEOUT_S, ScenarioResult
 from tests.faults.workload import (
     INVALID,
     VALID,

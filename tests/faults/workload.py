@@ -76,14 +76,22 @@ class Universe:
     def keys(self) -> list[Key]:
         return [(self.pool_id, u, e) for u, events in self.users.items() for e in events]
 
+    @property
+    def region(self) -> str:
+        """The region of the pool: its id up to the underscore."""
+        return self.pool_id.rpartition("_")[0]
+
 
 def _suffix(rng: random.Random, length: int = 10) -> str:
     return "".join(rng.choices(string.ascii_letters + string.digits, k=length))
 
 
-def make_universe(rng: random.Random, users: int, events_per_user: int) -> Universe:
-    """A fresh pool (ids never repeat across runs) with `users` x `events_per_user` events."""
-    universe = Universe(f"{REGION}_{_suffix(rng)}", f"{REGION}_{_suffix(rng)}")
+def make_universe(
+    rng: random.Random, users: int, events_per_user: int, *, region: str = REGION
+) -> Universe:
+    """A fresh pool in `region` (ids never repeat across runs) with `users` x
+    `events_per_user` events."""
+    universe = Universe(f"{region}_{_suffix(rng)}", f"{region}_{_suffix(rng)}")
     for u in range(users):
         # Usernames exercise the model's Unicode classes; the pool id keeps them unique.
         name = f"user-{u}@example.com" if u % 3 else f"usér-{u}+ü"

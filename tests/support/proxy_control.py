@@ -2,6 +2,8 @@
 
 python -m tests.support.proxy_control --proxy sqs=127.0.0.1:5000 --control-port 8800
 curl -XPOST 127.0.0.1:8800/proxies/sqs -d '{"mode": "blackhole"}'
+curl -XPOST 127.0.0.1:8800/proxies/sqs \\
+  -d '{"mode": "delay", "delay_s": 30, "operation": "DeleteMessageBatch"}'
 curl 127.0.0.1:8800/proxies
 """
 
@@ -46,8 +48,10 @@ def control_app(proxies: dict[str, TcpProxy]) -> web.Application:
         try:
             body = await request.json()
             cut = bool(body.pop("cut", True))
+            operation = body.pop("operation", None)
             fault = Fault(
                 Mode(body.pop("mode")),
+                operation=None if operation is None else str(operation),
                 **{k: float(v) for k, v in body.items()},
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

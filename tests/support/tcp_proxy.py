@@ -7,7 +7,9 @@ the operation in their ``X-Amz-Target`` header (``tests.support.amz_target``): t
 requests per message. The fault suite flips a proxy's mode to stage an outage without touching
 the worker or the service behind it; a mode change cuts the connections already open (by
 default) because HTTP clients keep connections alive and would otherwise never meet the new
-fault.
+fault. A delay can be kept to the answers of one operation (a slow ``DeleteMessageBatch``
+while receives go on): HTTP/1.1 clients send a call on a connection only once the previous
+one was answered, so what comes back on a connection answers the last call sent on it.
 
 A ``TcpProxy`` is driven from the event loop it was started on; ``ProxyThread`` gives it a loop
 of its own, for callers that block. ``tests.support.proxy_control`` switches modes over HTTP.
@@ -44,7 +46,7 @@ class Mode(StrEnum):
     """What the proxy does with a connection."""
 
     PASS = "pass"  # forward both ways
-    DELAY = "delay"  # forward, with every chunk from the upstream held back by delay_s
+    DELAY = "delay"  # forward, with chunks from the upstream held back by delay_s
     REFUSE = "refuse"  # reset each new connection at once
     DROP = "drop"  # read and discard the request, never answer, close after drop_after_s
     BLACKHOLE = "blackhole"  # accept, never read or answer, hold until cut
@@ -52,11 +54,13 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Fault:
-    """A mode and its parameters; the default forwards untouched."""
+    """A mode and its parameters; the default forwards untouched. With `operation`, DELAY
+    holds back only the answers to calls of that operation (``DeleteMessageBatch``)."""
 
     mode: Mode = Mode.PASS
     delay_s: float = 0.0
     drop_after_s: float = DEFAULT_DROP_AFTER_S
+    operation: str | None = None
 
     def __post_init__(self) -> None:
         if self.delay_s < 0 or self.drop_after_s < 0:
@@ -87,6 +91,8 @@ class _Connection:
     def __init__(self, client: asyncio.StreamWriter) -> None:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
+        # The operation of the last call sent upstream: what the upstream is answering now.
+        self.last_operation: str | None = None
         self.was_reset = False
         self.ended = asyncio.Event()
 
@@ -193,9 +199,16 @@ class TcpProxy:
         self._fault = fault
         return self._cut_all() if cut else 0
 
-    def set_mode(self, mode: Mode | str, *, cut: bool = True, **params: float) -> int:
-        """Shorthand: ``set_mode("delay", delay_s=12)``."""
-        return self.set_fault(Fault(Mode(mode), **params), cut=cut)
+    def set_mode(
+        self,
+        mode: Mode | str,
+        *,
+        cut: bool = True,
+        operation: str | None = None,
+        **params: float,
+    ) -> int:
+        """Shorthand: ``set_mode("delay", delay_s=12, operation="DeleteMessageBatch")``."""
+        return self.set_fault(Fault(Mode(mode), operation=operation, **params), cut=cut)
 
     def _cut_all(self) -> int:
         connections = list(self._connections)
@@ -246,7 +259,7 @@ class TcpProxy:
             conn.reset()
             return
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._guarded(conn, self._copy_up(client_reader, conn.upstream)))
+            group.create_task(self._guarded(conn, self._copy_up(client_reader, conn)))
             group.create_task(self._guarded(conn, self._copy_down(up_reader, conn)))
 
     @staticmethod
@@ -258,21 +271,29 @@ class TcpProxy:
         except* OSError:
             conn.reset()
 
-    async def _copy_up(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _copy_up(self, src: asyncio.StreamReader, conn: _Connection) -> None:
+        dst = conn.upstream
+        assert dst is not None
         scanner = TargetScanner()
         while data := await src.read(CHUNK_BYTES):
             if operations := scanner.feed(data):
                 with self._operations_lock:
                     self._operations.update(operations)
+                # Before the call goes out, so its answer meets the delay meant for it.
+                conn.last_operation = operations[-1]
             dst.write(data)
             await dst.drain()
             self._stats.bytes_up += len(data)
         if dst.can_write_eof():
             dst.write_eof()
 
-    def _current_delay_s(self) -> float:
+    def _current_delay_s(self, conn: _Connection) -> float:
         fault = self._fault
-        return fault.delay_s if fault.mode is Mode.DELAY else 0.0
+        if fault.mode is not Mode.DELAY:
+            return 0.0
+        if fault.operation is not None and fault.operation != conn.last_operation:
+            return 0.0
+        return fault.delay_s
 
     async def _copy_down(self, src: asyncio.StreamReader, conn: _Connection) -> None:
         # Each chunk is stamped with its due time as it arrives, so a response split into many
@@ -283,8 +304,8 @@ class TcpProxy:
 
         async def read_side() -> None:
             while data := await src.read(CHUNK_BYTES):
-                await held.put((loop.time() + self._current_delay_s(), data))
-            await held.put((loop.time() + self._current_delay_s(), b""))
+                await held.put((loop.time() + self._current_delay_s(conn), data))
+            await held.put((loop.time() + self._current_delay_s(conn), b""))
 
         async with asyncio.TaskGroup() as group:
             reading = group.create_task(read_side())
