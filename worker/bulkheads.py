@@ -145,10 +145,10 @@ class HeldBudget:
             # The user's turn comes at its per-user rate behind those already held.
             wait = (user_held - self._user_cap + 1) / self._user_rate
             return Park(_whole_seconds(wait), "user_share")
-        regions = len(self._regions) + (region_held == 0)
+        # A scope holding nothing is never over its share, so only those holding are counted.
+        regions = max(1, len(self._regions))
         tenant_held = self._tenants[(scopes.region, scopes.tenant)]
-        tenants = sum(1 for region, _ in self._tenants if region == scopes.region)
-        tenants += tenant_held == 0
+        tenants = max(1, sum(1 for region, _ in self._tenants if region == scopes.region))
         over_region = region_held >= max(MIN_SCOPE_HOLD, self.total // regions)
         over_tenant = tenant_held >= max(MIN_SCOPE_HOLD, (region_held + 1) // tenants)
         if over_region or (tenants > 1 and over_tenant):
