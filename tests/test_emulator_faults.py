@@ -186,6 +186,28 @@ async def test_a_fraction_answers_the_error_to_part_of_the_calls(
     assert emulator.writes(pool)["total_writes"] == outcomes.count(None)
 
 
+async def test_a_rule_with_times_is_spent_after_that_many_answers_and_set_afresh(
+    cognito_client: CognitoIdentityProviderClient, seed_pool: SeedPool, emulator: EmulatorControl
+) -> None:
+    pool = seed_pool(users={"alice": ["ev-1"]})
+    emulator.configure(**NO_LIMITS)
+    emulator.inject("InternalErrorException", pool=pool, times=2)
+    emulator.inject("UserNotFoundException", pool=pool, times=1)
+
+    outcomes = [await api.feedback(cognito_client, pool) for _ in range(5)]
+    # Spent rules match nothing, so the next rule's turn comes, then no rule at all.
+    assert outcomes == [
+        "InternalErrorException",
+        "InternalErrorException",
+        "UserNotFoundException",
+        None,
+        None,
+    ]
+    # Setting the rules again starts their counts afresh.
+    emulator.inject("HTTP429", region=OTHER_REGION)
+    assert await api.feedback(cognito_client, pool) == "InternalErrorException"
+
+
 def test_rules_are_checked_and_replaced_as_a_whole(emulator: EmulatorControl) -> None:
     emulator.inject("InternalErrorException", region=OTHER_REGION)
     emulator.inject("HTTP429", fraction=0.25)
@@ -202,6 +224,7 @@ def test_rules_are_checked_and_replaced_as_a_whole(emulator: EmulatorControl) ->
             "pool": "us-east-1_X",
             "region": None,
             "operation": None,
+            "times": None,
         }
     ]
     assert emulator.clear_injected_errors()["injected_errors"] == []
@@ -211,6 +234,9 @@ def test_rules_are_checked_and_replaced_as_a_whole(emulator: EmulatorControl) ->
         ({"code": "HTTP503", "fraction": 1.5}, "between 0 and 1"),
         ({"code": "HTTP503", "pools": "x"}, "pools"),
         ({"code": "HTTP503", "operation": "AdminGetUser"}, "operation"),
+        ({"code": "HTTP503", "times": 0}, "times"),
+        ({"code": "HTTP503", "times": 1.5}, "times"),
+        ({"code": "HTTP503", "times": True}, "times"),
     ):
         with pytest.raises(EmulatorControlError, match=named):
             emulator.configure(injected_errors=[bad])

@@ -19,6 +19,7 @@ import random
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -69,6 +70,8 @@ class Emulator:
         self.stats = Stats(stats_window_s)
         self.sessions = SessionIssuer()
         self._quotas = Quotas(self.config)
+        # Answers each injected rule gave, by its index: a rule with `times` is spent after.
+        self._fired: Counter[int] = Counter()
         self._service = CognitoService(self.store, self._quotas)
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -135,11 +138,14 @@ class Emulator:
     def configure(self, changes: Mapping[str, Any]) -> EmulatorConfig:
         self.config = self.config.updated(changes)
         self._quotas.reconfigure(self.config)
+        if "injected_errors" in changes:
+            self._fired.clear()
         return self.config
 
     def reset(self, *, clear_data: bool = False) -> None:
         self.config = self.initial_config
         self._quotas.reconfigure(self.config)
+        self._fired.clear()
         self.stats.clear()
         if clear_data:
             self.store.clear()
@@ -198,7 +204,7 @@ class Emulator:
         pool_id: str | None,
     ) -> web.Response | None:
         """An injected error (first matching rule) or a global fault fraction, else None."""
-        code = faults.pick(config.injected_errors, operation, caller.region, pool_id)
+        code = faults.pick(config.injected_errors, self._fired, operation, caller.region, pool_id)
         if code is not None:
             self.stats.record(operation, caller.region, code)
             return faults.injected_response(code, caller, operation, pool_id)

@@ -37,10 +37,12 @@ def injected_error(
     pool: str | None = None,
     region: str | None = None,
     operation: str | None = None,
+    times: int | None = None,
 ) -> dict[str, Any]:
-    """One ``injected_errors`` rule; None leaves a scope open (any pool, region, operation)."""
+    """One ``injected_errors`` rule; None leaves a scope open (any pool, region, operation),
+    and `times` (None: no limit) spends the rule after that many answers."""
     rule: dict[str, Any] = {"code": code, "fraction": fraction}
-    scopes = {"pool": pool, "region": region, "operation": operation}
+    scopes = {"pool": pool, "region": region, "operation": operation, "times": times}
     rule.update({key: value for key, value in scopes.items() if value is not None})
     return rule
 
@@ -104,11 +106,12 @@ class EmulatorControl:
         pool: str | None = None,
         region: str | None = None,
         operation: str | None = None,
+        times: int | None = None,
     ) -> dict[str, Any]:
         """Add a rule (see ``injected_error``) after the current ones, where the first
-        matching rule wins; returns the whole config."""
+        matching rule wins; returns the whole config (and starts every rule's count afresh)."""
         rule = injected_error(
-            code, fraction=fraction, pool=pool, region=region, operation=operation
+            code, fraction=fraction, pool=pool, region=region, operation=operation, times=times
         )
         rules = [*self.config()["injected_errors"], rule]
         return self.configure(injected_errors=rules)
@@ -205,11 +208,12 @@ class AsyncEmulatorControl:
         pool: str | None = None,
         region: str | None = None,
         operation: str | None = None,
+        times: int | None = None,
     ) -> dict[str, Any]:
         """Add a rule (see ``injected_error``) after the current ones, where the first
-        matching rule wins; returns the whole config."""
+        matching rule wins; returns the whole config (and starts every rule's count afresh)."""
         rule = injected_error(
-            code, fraction=fraction, pool=pool, region=region, operation=operation
+            code, fraction=fraction, pool=pool, region=region, operation=operation, times=times
         )
         rules = [*(await self.config())["injected_errors"], rule]
         return await self.configure(injected_errors=rules)

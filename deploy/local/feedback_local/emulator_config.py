@@ -33,7 +33,7 @@ _RATE_FIELDS = (
     "latency_s",
     "latency_jitter_s",
 )
-_RULE_KEYS = frozenset({"code", "fraction", "pool", "region", "operation"})
+_RULE_KEYS = frozenset({"code", "fraction", "pool", "region", "operation", "times"})
 _OPERATIONS = (awsmodel.FEEDBACK_OPERATION, awsmodel.LIST_EVENTS_OPERATION)
 # Besides the operation's own errors (from botocore's model): the newer model's
 # OperationNotEnabledException, IAM's denial, WAF's and the limit error, and untyped answers.
@@ -53,13 +53,15 @@ class ConfigValueError(ValueError):
 
 @dataclass(frozen=True)
 class InjectedError:
-    """Answer `code` to a `fraction` of the calls matching every given scope (None: any)."""
+    """Answer `code` to a `fraction` of the calls matching every given scope (None: any), at
+    most `times` times (None: for as long as the rule stands); a spent rule matches nothing."""
 
     code: str
     fraction: float = 1.0
     pool: str | None = None
     region: str | None = None
     operation: str | None = None
+    times: int | None = None
 
     def matches(self, operation: str, region: str, pool_id: str | None) -> bool:
         return (
@@ -160,12 +162,16 @@ def _rule(raw: Any) -> InjectedError:
     operation = _optional_text("operation", raw.get("operation"))
     if operation is not None and operation not in _OPERATIONS:
         raise ConfigValueError(f"operation must be one of {', '.join(_OPERATIONS)}")
+    times = raw.get("times")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise ConfigValueError("an injected error's times must be a whole number above 0")
     return InjectedError(
         code=code,
         fraction=fraction,
         pool=_optional_text("pool", raw.get("pool")),
         region=_optional_text("region", raw.get("region")),
         operation=operation,
+        times=times,
     )
 
 

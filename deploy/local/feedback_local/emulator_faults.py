@@ -5,6 +5,7 @@ front of it) sends."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -64,12 +65,25 @@ def access_denied(caller: Caller, operation: str, pool_id: str | None) -> ApiErr
 
 
 def pick(
-    rules: Sequence[InjectedError], operation: str, region: str, pool_id: str | None
+    rules: Sequence[InjectedError],
+    fired: Counter[int],
+    operation: str,
+    region: str,
+    pool_id: str | None,
 ) -> str | None:
-    """The code to answer, or None: the first rule matching the call decides, with its odds."""
-    for rule in rules:
-        if rule.matches(operation, region, pool_id):
-            return rule.code if random.random() < rule.fraction else None
+    """The code to answer, or None: the first rule matching the call decides, with its odds.
+
+    `fired` counts the answers each rule (by its index) gave since the rules were set.
+    """
+    for index, rule in enumerate(rules):
+        if not rule.matches(operation, region, pool_id):
+            continue
+        if rule.times is not None and fired[index] >= rule.times:
+            continue
+        if random.random() >= rule.fraction:
+            return None
+        fired[index] += 1
+        return rule.code
     return None
 
 
