@@ -181,3 +181,33 @@ async def test_the_dispatcher_role_passes_on_when_its_holder_is_cancelled(
         sleep.on_sleep = None
     # Then the other waiter still got its slot
     assert granted == ["after"]
+
+
+async def test_a_waiter_that_no_longer_wants_its_call_is_passed_over_without_spending_a_slot(
+    clock: FakeClock, sleep: VirtualSleep
+) -> None:
+    # Given a paused pool's waiters queued between another pool's, all before time moves
+    slots = scheduler(clock, rate=4.0)
+    paused = {"pool-b"}
+    answers: list[tuple[float, Hashable, bool]] = []
+
+    async def one(tenant: Hashable, user: Hashable) -> None:
+        granted = await slots.turn(tenant, user, wanted=lambda: tenant not in paused)
+        answers.append((clock(), tenant, granted))
+
+    sleep.hold = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            for tenant in ("pool-a", "pool-b"):
+                tg.start_soon(one, tenant, f"user-{i}")
+                await anyio.lowlevel.checkpoint()
+        sleep.hold.set()
+    sleep.hold = None
+    # Then the paused pool's were answered no, and pool-a's four took consecutive slots
+    refused = [(t, tenant) for t, tenant, granted in answers if not granted]
+    assert [tenant for _, tenant in refused] == ["pool-b"] * 4
+    granted_times = [t for t, tenant, granted in answers if granted]
+    assert [tenant for _, tenant, granted in answers if granted] == ["pool-a"] * 4
+    assert granted_times[0] == START
+    assert gaps(granted_times) == pytest.approx([1 / 4.0] * 3)
+    assert slots.waiting == 0

@@ -64,12 +64,14 @@ class CognitoCaller:
     ) -> Outcome | None:
         """Wait for the region to grant `tenant`'s user a slot and for a call slot, then call.
 
-        `may_call` is asked once the slot is held, with no checkpoint before the call; None
+        `may_call` is asked when the region's turn comes (a call no longer wanted spends no
+        slot) and again once the call slot is held, with no checkpoint before the call; None
         means it said no and nothing was sent. `on_call` marks the moment the call starts.
         """
         region = self._region(verdict.region)
         user = (verdict.user_pool_id, verdict.username)
-        await region.scheduler.turn(tenant, user)
+        if not await region.scheduler.turn(tenant, user, wanted=may_call):
+            return None
         async with region.calls, self._calls:
             # A call to this user granted earlier may have waited for its call slot: wait
             # and mark with no checkpoint in between, so two calls to one user are never

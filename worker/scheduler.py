@@ -6,7 +6,8 @@ with work waiting (a fair queue's message group, or else the user pool) and, wit
 tenant, across its users: deficit round-robin where every call costs the same. A user is
 passed over while Cognito's per-user limit (about 10 writes per second) still holds it back,
 so one pool's backlog cannot starve another pool's trickle, and one user's flood holds up
-nobody else.
+nobody else. A waiter that no longer wants its call when its turn comes (its pool was paused
+meanwhile) is woken without a slot, so a paused scope spends none of the region's rate.
 
 There is no background task: a waiter that finds nobody dispatching becomes the dispatcher,
 grants slots in turn (its own among them), and hands the role on when it leaves.
@@ -31,11 +32,17 @@ USER_FORGET_AFTER_S = 10.0
 Clock = Callable[[], float]
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass(eq=False)
 class _Waiter:
     tenant: Hashable
     user: Hashable
+    wanted: Callable[[], bool] = _always
     granted: bool = False
+    answered: bool = False  # granted, or passed over because it no longer wanted a slot
     wake: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -54,11 +61,14 @@ class RegionScheduler:
         self._dispatching = False
         self.waiting = 0
 
-    async def turn(self, tenant: Hashable, user: Hashable) -> None:
-        """Wait until this region grants a call to `user` of `tenant`."""
-        waiter = _Waiter(tenant, user)
+    async def turn(
+        self, tenant: Hashable, user: Hashable, *, wanted: Callable[[], bool] = _always
+    ) -> bool:
+        """Wait until this region grants a call to `user` of `tenant`: True. False, with no
+        slot spent, if `wanted` (asked when the turn comes) says the call is no longer wanted."""
+        waiter = _Waiter(tenant, user, wanted)
         self._add(waiter)
-        while not waiter.granted:
+        while not waiter.answered:
             if self._dispatching:
                 try:
                     await waiter.wake.wait()
@@ -77,10 +87,11 @@ class RegionScheduler:
             finally:
                 self._dispatching = False
                 self._hand_over()
+        return waiter.granted
 
     async def _dispatch(self, *, until: _Waiter) -> None:
-        """Grant slots in turn until `until` has one."""
-        while not until.granted:
+        """Grant slots in turn until `until` has its answer."""
+        while not until.answered:
             now = self._clock()
             slot = max(self._next_slot, now)
             if slot > now:
@@ -91,6 +102,9 @@ class RegionScheduler:
                 # Everyone waiting is held back by the per-user limit: wait for the first of
                 # them (a newcomer who could go at once waits at most one user interval).
                 await anyio.sleep(self._earliest_user_time() - now)
+                continue
+            if not picked.wanted():
+                self._answer(picked)
                 continue
             self._grant(picked, now)
             # Scheduled from the intended slot: a late wake-up does not lower the rate.
@@ -113,10 +127,14 @@ class RegionScheduler:
                     return waiter
         return None
 
-    def _grant(self, waiter: _Waiter, now: float) -> None:
-        waiter.granted = True
+    def _answer(self, waiter: _Waiter) -> None:
+        waiter.answered = True
         waiter.wake.set()
         self.waiting -= 1
+
+    def _grant(self, waiter: _Waiter, now: float) -> None:
+        waiter.granted = True
+        self._answer(waiter)
         self._user_next[waiter.user] = now + self._user_interval_s
         if len(self._user_next) > USER_MEMORY_LIMIT:
             horizon = now - USER_FORGET_AFTER_S
