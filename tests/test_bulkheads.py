@@ -237,3 +237,14 @@ def test_any_sequence_keeps_the_budget_s_promises(
             assert (park is None) == (in_scope < STALLED_HOLD)
         for region in ("us-east-1", "eu-west-1", "ap-southeast-2"):
             assert budget.held_in(region) == sum(h.region == region for h in held)
+
+
+def test_a_fair_queue_group_is_never_parked_for_its_share_sqs_delivers_groups_fairly() -> None:
+    budget = _budget()
+    for i in range(TOTAL - NEARLY_FULL_ROOM):
+        scopes = ScopesOf("us-east-1", "p1", ("group", "big"), ("p1", f"u{i}"), True)
+        assert budget.admit(scopes, region_rate=REGION_RATE, stall=None) is None
+    small = ScopesOf("us-east-1", "p1", ("group", "small"), ("p1", "s"), True)
+    assert budget.admit(small, region_rate=REGION_RATE, stall=None) is None
+    big = ScopesOf("us-east-1", "p1", ("group", "big"), ("p1", "more"), True)
+    assert budget.admit(big, region_rate=REGION_RATE, stall=None) is None

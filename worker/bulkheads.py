@@ -8,9 +8,13 @@ memory. Within that budget:
   ``STALLED_HOLD`` messages: enough to probe with;
 - once the budget is nearly full, a user keeps what Cognito's per-user limit lets it call in
   ``USER_HOLD_S``, no region holds more than an even share of the budget among the regions
-  holding messages, and no tenant (a fair-queue group, or else a pool) more than an even
-  share of its region's. Below that the budget is work-conserving: one region, pool or user
-  alone may use all of it, so a healthy backlog is never parked for nothing.
+  holding messages, and no pool more than an even share of its region's. Below that the
+  budget is work-conserving: one region, pool or user alone may use all of it, so a healthy
+  backlog is never parked for nothing.
+
+On an SQS fair queue the tenant is the message group, and SQS itself delivers a quiet
+group's messages ahead of a noisy group's backlog, so a group is never parked for its share:
+that would only spin the backlog through the queue. The scheduler still shares the calls.
 
 A message beyond its scope's share is parked: handed back to SQS with a visibility delay that
 matches when its scope can next move, so it waits in the queue, not in memory. Parking is
@@ -58,6 +62,8 @@ class ScopesOf:
     pool: str
     tenant: Hashable
     user: Hashable
+    # The tenant is a fair queue's message group, which SQS already delivers fairly.
+    fair_queue_group: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +157,7 @@ class HeldBudget:
         tenants = max(1, sum(1 for region, _ in self._tenants if region == scopes.region))
         over_region = region_held >= max(MIN_SCOPE_HOLD, self.total // regions)
         over_tenant = tenant_held >= max(MIN_SCOPE_HOLD, (region_held + 1) // tenants)
-        if over_region or (tenants > 1 and over_tenant):
+        if over_region or (tenants > 1 and over_tenant and not scopes.fair_queue_group):
             # Its turn comes once what its region already holds has been called.
             wait = region_held / max(region_rate, 1e-3)
             return Park(_whole_seconds(wait), "region_share" if over_region else "tenant_share")

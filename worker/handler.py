@@ -187,6 +187,7 @@ class Handler:
             pool=verdict.user_pool_id,
             tenant=self._tenant(task.message, verdict),
             user=(verdict.user_pool_id, verdict.username),
+            fair_queue_group=self._fair_queue_group(task.message),
         )
         park = self.budget.admit(
             scopes, region_rate=self.cognito.rate(verdict.region), stall=self._stall(verdict)
@@ -201,9 +202,12 @@ class Handler:
         """Whose share of the region a call comes from: a fair queue's message group (a
         tenant, on a standard queue), or else the pool. FIFO groups are an order, not a
         tenant."""
-        if not self.fifo and message.group_id is not None:
+        if self._fair_queue_group(message):
             return ("group", message.group_id)
         return ("pool", verdict.user_pool_id)
+
+    def _fair_queue_group(self, message: Message) -> bool:
+        return not self.fifo and message.group_id is not None
 
     def _stall(self, verdict: Verdict) -> Stall | None:
         pause = self.pauses.blocking(verdict.region, verdict.user_pool_id)
