@@ -645,7 +645,7 @@ def test_the_command_line_prints_one_url_line_serves_the_seed_and_stops_on_sigte
         [
             sys.executable,
             "-m",
-            "feedback_local.emulator",
+            "feedback_local.emulator_cli",
             "--port",
             "0",
             "--seed",

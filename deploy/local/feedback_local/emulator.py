@@ -7,7 +7,7 @@ the per-region write and read quotas and the per-user write quota, and can add l
 faults scoped to a pool, a region or an operation. Control endpoints live under
 ``/_emulator/`` (unsigned JSON); deploy/local/README.md lists them.
 
-Run ``python -m feedback_local.emulator --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
+Run ``python -m feedback_local.emulator_cli --port 0``: it prints ``EMULATOR_URL=http://127.0.0.1:N``
 once listening and stops on SIGTERM/SIGINT. In-process: ``async with Emulator() as emu``.
 """
 
@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -290,9 +289,3 @@ def _parse_json(body: bytes) -> Any:
 def _pool_of(params: Any) -> str | None:
     pool_id = params.get("UserPoolId") if isinstance(params, dict) else None
     return pool_id if isinstance(pool_id, str) else None
-
-
-if __name__ == "__main__":
-    from feedback_local.emulator_cli import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The emulator's command line: ``python -m feedback_local.emulator [flags]``.
+"""The emulator's command line: ``python -m feedback_local.emulator_cli [flags]``.
 
 Every flag sets the start-up config (what ``POST /_emulator/reset`` returns to); the same
 settings can be changed at run time through ``POST /_emulator/config``.
@@ -41,7 +41,7 @@ _PLAIN_SETTINGS = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m feedback_local.emulator",
+        prog="python -m feedback_local.emulator_cli",
         description="A Cognito threat-protection emulator on loopback (AWS JSON 1.1, SigV4).",
     )
     defaults = EmulatorConfig()

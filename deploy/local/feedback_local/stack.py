@@ -112,7 +112,7 @@ class LocalStack:
                 [
                     self._python,
                     "-m",
-                    "feedback_local.emulator",
+                    "feedback_local.emulator_cli",
                     "--port",
                     "0",
                     "--exit-on-stdin-eof",
