@@ -381,6 +381,24 @@ async def test_a_fifo_redrive_keeps_each_message_group_and_its_order(
         local_stack.delete_queues(pair)
 
 
+async def test_a_fair_queue_redrive_keeps_each_message_s_tenant(
+    aws_env: dict[str, str], queues: QueuePair, sqs_client: SQSClient
+) -> None:
+    # Given DLQ copies of a standard (fair) queue's messages, each with its tenant's group
+    for group in ("tenant-a", "tenant-b"):
+        await sqs_client.send_message(
+            QueueUrl=queues.dlq_url,
+            MessageBody=verdict_body("u", group),
+            MessageAttributes=dead_letter_attributes("X"),
+            MessageGroupId=group,
+        )
+    # When they are moved client-side, then each copy is still in its tenant's group
+    assert await run_cli("dlq", "redrive", "--yes", "--client-side") == exitcodes.OK
+    moved = await drain(sqs_client, queues.url)
+    groups = {json.loads(m["Body"])["EventId"]: m["Attributes"]["MessageGroupId"] for m in moved}
+    assert groups == {"tenant-a": "tenant-a", "tenant-b": "tenant-b"}
+
+
 # -- inspect needs only the DLQ; redrive counts, warns and asks first --------------------------
 
 

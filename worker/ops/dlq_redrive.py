@@ -102,7 +102,8 @@ class _Pace:
 
 
 def _send_params(message: MessageTypeDef, queue_url: str, *, fifo: bool) -> dict[str, Any]:
-    """The original body byte for byte, the producer's attributes without our dead-letter ones."""
+    """The original body byte for byte, the producer's attributes without our dead-letter ones,
+    and its message group (a FIFO queue's order, or a fair queue's tenant)."""
     carried = {
         name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
         for name, value in message.get("MessageAttributes", {}).items()
@@ -111,10 +112,14 @@ def _send_params(message: MessageTypeDef, queue_url: str, *, fifo: bool) -> dict
     params: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": message.get("Body", "")}
     if carried:
         params["MessageAttributes"] = carried
+    group = message.get("Attributes", {}).get("MessageGroupId")
     if fifo:
-        params["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId", "redrive")
+        params["MessageGroupId"] = group or "redrive"
         # Moving the same DLQ message twice (a crash after the send) stores it once.
         params["MessageDeduplicationId"] = message["MessageId"]
+    elif group is not None:
+        # A fair queue's tenant: the copy stays in its tenant's share.
+        params["MessageGroupId"] = group
     return params
 
 
