@@ -27,7 +27,7 @@ from feedback_local.emulator_client import (
     EmulatorControl,
     EmulatorControlError,
 )
-from feedback_local.emulator_config import EmulatorConfig
+from feedback_local.emulator_config import ConfigValueError, EmulatorConfig
 from feedback_local.stack import LocalStack
 from tests.support import cognito as api
 from worker import awsmodel
@@ -477,6 +477,27 @@ async def test_one_user_is_throttled_while_as_many_users_are_not(
 
     assert one_user.count("TooManyRequestsException") >= 1
     assert many_users == [None] * 11
+
+
+async def test_a_share_of_the_quota_s_throttles_can_be_answered_untyped(
+    cognito_client: CognitoIdentityProviderClient, seed_pool: SeedPool, emulator: EmulatorControl
+) -> None:
+    pool = seed_pool(users={"alice": ["ev-1"]})
+
+    # Each configure refills the bucket: one call passes, then every call is refused.
+    emulator.configure(quota_per_region=0.01, burst=1, per_user_limit=0, quota_throttles_untyped=1)
+    all_untyped = [await api.feedback(cognito_client, pool) for _ in range(3)]
+    emulator.configure(quota_throttles_untyped=0.5)
+    half = {await api.feedback(cognito_client, pool) for _ in range(41)}
+
+    assert all_untyped == [None, "400", "400"]  # no __type: botocore's code is the status
+    assert half == {None, "400", "TooManyRequestsException"}
+    assert emulator.stats()["throttles"] == 2 + 40
+
+
+def test_the_untyped_share_of_throttles_is_a_fraction() -> None:
+    with pytest.raises(ConfigValueError, match="quota_throttles_untyped is a fraction"):
+        EmulatorConfig().updated({"quota_throttles_untyped": 1.5})
 
 
 # -- faults and latency ----------------------------------------------------------------------

@@ -16,13 +16,15 @@ from tests.support.worker_process import KILL_GRACE_S
 KILLED = -9  # what the kernel reports for SIGKILL
 
 # The figures shown for each scenario of the rate and bulkhead groups: (header, name, digits).
+_BACKLOG_COLUMNS = (
+    ("3rd-second rate /s", "third_second_rate", 0),
+    ("lowest 1-s rate /s", "lowest_1s_rate", 0),
+    ("rate after 1st s /s", "rate_after_first_s", 1),
+    ("÷ quota", "share_after_first_s", 2),
+)
 FIGURE_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
-    "backlog": (
-        ("3rd-second rate /s", "third_second_rate", 0),
-        ("lowest 1-s rate /s", "lowest_1s_rate", 0),
-        ("rate after 1st s /s", "rate_after_first_s", 1),
-        ("÷ quota", "share_after_first_s", 2),
-    ),
+    "backlog": _BACKLOG_COLUMNS,
+    "untyped": _BACKLOG_COLUMNS,
     "spike": (
         ("rate during spike /s", "spike_rate", 1),
         ("neighbour's /s", "neighbour_rate", 1),

@@ -182,6 +182,7 @@ class Bench:
         emulator.reset(clear_data=True)  # also restores the start-up config: configure after
         emulator.configure(
             quota_per_region=scenario.quota or 0.0,
+            quota_throttles_untyped=scenario.untyped_throttles,
             latency_s=scenario.latency_s,
             latency_jitter_s=scenario.jitter_s,
         )

@@ -4,7 +4,8 @@ Three groups, each with its own targets (tests.bench.targets):
 
 - ``classic`` (s1-s5): drain rate, replicas, regions and CPU, the worker's ceiling at the quota.
 - ``rate``: the rate control against a quota it must find by itself, the worker's ceiling at
-  4x and 40x the quota: a backlog, a neighbour's spike, three replicas, a step in capacity.
+  4x and 40x the quota: a backlog, a neighbour's spike, three replicas, a step in capacity;
+  and a backlog on a 20/s quota with 30% of its throttles untyped, the ceiling at 1,000/s.
 - ``bulkheads``: one failing or greedy scope beside healthy ones: a pool denied, a region
   down, one user's flood, tenants on an SQS fair queue, a trickle tenant beside a backlog.
 """
@@ -17,6 +18,11 @@ QUOTA = 25.0  # Cognito's user-write quota per account and region (FACTS.md)
 NEIGHBOUR_RATE = 10.0
 SPIKE_RATE = 0.6 * QUOTA  # a neighbour's spike takes 60% of the quota
 STEP_LOW_QUOTA = 10.0
+# A quota found from throttles of which some carry no type: 20/s, 30% of them untyped, and the
+# worker's ceiling at 1,000/s (50x).
+UNTYPED_QUOTA = 20.0
+UNTYPED_THROTTLE_SHARE = 0.3
+UNTYPED_CEILING = 1000.0 / UNTYPED_QUOTA
 # Cognito's own latency: a plausible in-region figure, jittered.
 COGNITO_LATENCY_S = 0.05
 COGNITO_JITTER_S = 0.02
@@ -62,6 +68,7 @@ class Scenario:
     regions: tuple[str, ...] = ONE_REGION
     pools_per_region: int = 1
     quota: float | None = QUOTA  # per region; None turns the quota off
+    untyped_throttles: float = 0.0  # the share of the quota's throttles answered untyped
     latency_s: float = COGNITO_LATENCY_S
     jitter_s: float = COGNITO_JITTER_S
     replicas: int = 1  # of every consumer, worker and peers alike
@@ -195,6 +202,17 @@ def _rate(quick: bool) -> list[Scenario]:
             messages=200 if quick else 750,
             with_peers=True,
             ceilings=ceilings,
+        ),
+        Scenario(
+            "untyped",
+            f"a backlog against a {UNTYPED_QUOTA:g}/s quota, {UNTYPED_THROTTLE_SHARE:.0%} of "
+            "its throttles untyped",
+            RATE,
+            messages=300,
+            quota=UNTYPED_QUOTA,
+            untyped_throttles=UNTYPED_THROTTLE_SHARE,
+            with_peers=True,
+            ceilings=(UNTYPED_CEILING,),
         ),
         Scenario(
             "spike",

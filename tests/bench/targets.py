@@ -108,14 +108,17 @@ class Target:
     at_least: bool
 
 
-# Issue-level targets of the rate and bulkhead scenarios, by scenario key.
+_BACKLOG = (
+    Target("rate in the 3rd second ÷ quota", "third_second_share", 0.9, True),
+    Target("rate after the 1st second ÷ quota", "share_after_first_s", 0.97, True),
+    Target("throttled fraction", "throttled_fraction", 0.02, False),
+    Target("lowest 1-s rate after the 1st second ÷ quota", "lowest_1s_share", 0.5, True),
+)
+
+# The targets of the rate and bulkhead scenarios, by scenario key.
 TARGETS: dict[str, tuple[Target, ...]] = {
-    "backlog": (
-        Target("rate in the 3rd second ÷ quota", "third_second_share", 0.9, True),
-        Target("rate after the 1st second ÷ quota", "share_after_first_s", 0.97, True),
-        Target("throttled fraction", "throttled_fraction", 0.02, False),
-        Target("lowest 1-s rate after the 1st second ÷ quota", "lowest_1s_share", 0.5, True),
-    ),
+    "backlog": _BACKLOG,
+    "untyped": _BACKLOG,
     "spike": (
         Target("rate during the spike ÷ what it leaves", "spike_share", 0.85, True),
         Target("rate 3-5 s after the spike ÷ quota", "recovered_share", 0.95, True),

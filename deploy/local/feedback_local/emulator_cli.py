@@ -29,6 +29,7 @@ _PLAIN_SETTINGS = (
     "read_quota_per_region",
     "burst",
     "per_user_limit",
+    "quota_throttles_untyped",
     "latency_s",
     "latency_jitter_s",
     "fault_internal_error",
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--burst", type=float, default=None, help="default: 1 s of quota")
     parser.add_argument("--per-user-limit", type=float, default=defaults.per_user_limit)
+    parser.add_argument(
+        "--quota-throttles-untyped",
+        type=float,
+        default=0.0,
+        help="share of the quotas' throttles answered untyped (0-1)",
+    )
     parser.add_argument("--latency-s", type=float, default=0.0)
     parser.add_argument("--latency-jitter-s", type=float, default=0.0)
     parser.add_argument("--fault-internal-error", type=float, default=0.0)

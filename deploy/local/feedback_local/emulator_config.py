@@ -25,6 +25,8 @@ DEFAULT_KNOWN_KEYS = {"testing": "testing"}
 CONTAINER_CREDENTIALS_MODES = ("fresh", "stale", "unavailable")
 
 _FAULT_FIELDS = ("fault_internal_error", "fault_untyped_throttle", "fault_drop_connection")
+# Fractions that are not faults of their own: they shape the answers the quotas give.
+_SHAPE_FIELDS = ("quota_throttles_untyped",)
 _RATE_FIELDS = (
     "quota_per_region",
     "read_quota_per_region",
@@ -80,6 +82,8 @@ class EmulatorConfig:
     read_quota_per_region: float = DEFAULT_READ_QUOTA_PER_REGION
     burst: float | None = None
     per_user_limit: float = DEFAULT_PER_USER_LIMIT
+    # The share of the quotas' throttles answered untyped ({"message": "Rate exceeded"}).
+    quota_throttles_untyped: float = 0.0
     latency_s: float = 0.0
     latency_jitter_s: float = 0.0
     fault_internal_error: float = 0.0
@@ -199,7 +203,7 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if name in _RATE_FIELDS:
         return _number(name, value)
-    if name in _FAULT_FIELDS:
+    if name in _FAULT_FIELDS or name in _SHAPE_FIELDS:
         return _fraction(name, value)
     if name == "injected_errors":
         # The whole list is replaced: rules are matched in order, the first match wins.

@@ -126,11 +126,11 @@ class CognitoService:
 
     def _update_feedback(self, caller: Caller, body: dict[str, Any], now: float) -> dict[str, Any]:
         if not self._quotas.take_region(caller.region, now):
-            raise ApiError(TOO_MANY_REQUESTS, "Too many requests")
+            raise ApiError(self._quotas.write_throttle_code(), "Too many requests")
         validate(awsmodel.FEEDBACK_OPERATION, body)
         pool_id, username = body["UserPoolId"], body["Username"]
         if not self._quotas.take_user(pool_id, username, now):
-            raise ApiError(TOO_MANY_REQUESTS, "Too many requests for this user")
+            raise ApiError(self._quotas.write_throttle_code(), "Too many requests for this user")
         user = self._user(self._pool(caller, pool_id), username)
         event = user.events.get(body["EventId"])
         if event is None:

@@ -4,12 +4,13 @@ the benchmarks and tests read."""
 from __future__ import annotations
 
 import collections
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from feedback_local.emulator_config import EmulatorConfig
-from feedback_local.emulator_wire import THROTTLE_OUTCOMES
+from feedback_local.emulator_wire import THROTTLE_OUTCOMES, TOO_MANY_REQUESTS, UNTYPED_THROTTLE
 from worker import awsmodel
 
 DEFAULT_STATS_WINDOW_S = 120
@@ -90,6 +91,11 @@ class Quotas:
                 self._forget_idle_users(now)
             bucket = self._users[key] = TokenBucket(rate, max(1.0, rate), now)
         return bucket.take(now)
+
+    def write_throttle_code(self) -> str:
+        """How a refused write is answered: typed, or for the configured share, untyped."""
+        untyped = random.random() < self._config.quota_throttles_untyped
+        return UNTYPED_THROTTLE if untyped else TOO_MANY_REQUESTS
 
     def _forget_idle_users(self, now: float) -> None:
         for key in [k for k, b in self._users.items() if b.full(now)]:

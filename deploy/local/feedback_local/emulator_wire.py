@@ -124,6 +124,8 @@ class ApiError(Exception):
         self.status = status_of(code)
 
     def response(self) -> web.Response:
+        if self.code == UNTYPED_THROTTLE:
+            return untyped_throttle_response()
         body = {"__type": self.code, message_key(self.code): self.message}
         return json_response(body, self.status, error_type=self.code)
 
