@@ -79,6 +79,18 @@ async def test_an_idle_region_does_not_bank_slots_for_a_burst(
     assert gaps(times) == pytest.approx([1 / 4.0] * 3)
 
 
+async def test_a_late_wake_up_does_not_lower_the_rate(
+    clock: FakeClock, sleep: VirtualSleep
+) -> None:
+    slots = scheduler(clock, rate=4.0)
+    sleep.late_s = 0.01  # every wake-up 10 ms late, as on a busy event loop
+
+    times = [t for t, _, _ in await grants(slots, clock, sleep, distinct_users(9))]
+
+    # Eight intervals at the rate: the lag of each wake-up is not added to the next slot.
+    assert times[-1] - times[0] == pytest.approx(8 / 4.0, abs=0.011)
+
+
 async def test_a_slowdown_spaces_the_slots_after_the_one_already_scheduled(
     clock: FakeClock, sleep: VirtualSleep
 ) -> None:

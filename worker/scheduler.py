@@ -25,6 +25,10 @@ import anyio
 
 from worker.pacing import RateSource
 
+# A dispatcher woken up to this late (event-loop lag) still grants from the slot it slept
+# for, so lag does not lower the rate; a later slot (an idle region) starts afresh from now,
+# so no burst is banked.
+LATE_WAKE_S = 0.05
 # Users whose spacing ended this long ago are forgotten, once there are this many.
 USER_MEMORY_LIMIT = 4096
 USER_FORGET_AFTER_S = 10.0
@@ -93,7 +97,7 @@ class RegionScheduler:
         """Grant slots in turn until `until` has its answer."""
         while not until.answered:
             now = self._clock()
-            slot = max(self._next_slot, now)
+            slot = self._next_slot if now - self._next_slot <= LATE_WAKE_S else now
             if slot > now:
                 await anyio.sleep(slot - now)
                 continue

@@ -25,7 +25,8 @@ class FakeClock:
 
 
 class VirtualSleep:
-    """Stands in for anyio.sleep: records each delay and wakes exactly on time."""
+    """Stands in for anyio.sleep: records each delay and wakes on time, or `late_s` after
+    it (a busy event loop)."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -33,6 +34,7 @@ class VirtualSleep:
         self.on_sleep: Callable[[], None] | None = None
         # While set and not yet fired, every sleep waits for it first (time stands still).
         self.hold: anyio.Event | None = None
+        self.late_s = 0.0
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
@@ -42,7 +44,7 @@ class VirtualSleep:
             await self.hold.wait()
         # Whatever is ready runs at the present time before the clock moves on.
         await anyio.lowlevel.checkpoint()
-        self.clock.advance(max(0.0, delay))
+        self.clock.advance(max(0.0, delay) + self.late_s)
         await anyio.lowlevel.checkpoint()
 
 
