@@ -118,9 +118,11 @@ def test_nearly_full_a_region_keeps_an_even_share_and_a_newcomer_gets_in() -> No
     _fill(budget, TOTAL - NEARLY_FULL_ROOM, region="us-east-1")
     # Alone, the region may go on filling the budget.
     assert budget.admit(_scopes(user="x"), region_rate=REGION_RATE, stall=None) is None
-    # Another region is admitted: it holds less than its even share.
-    newcomer = _scopes(region="eu-west-1", pool="p9")
-    assert budget.admit(newcomer, region_rate=REGION_RATE, stall=None) is None
+    # Another region is admitted: it holds less than its even share. Once it holds more than
+    # a stalled scope may, it counts in the split.
+    for i in range(STALLED_HOLD + 1):
+        newcomer = _scopes(region="eu-west-1", pool="p9", user=f"n{i}")
+        assert budget.admit(newcomer, region_rate=REGION_RATE, stall=None) is None
     # Now the first one is over its half and waits for what it holds to be called.
     held = budget.held_in("us-east-1")
     park = budget.admit(_scopes(user="y"), region_rate=REGION_RATE, stall=None)
@@ -130,12 +132,33 @@ def test_nearly_full_a_region_keeps_an_even_share_and_a_newcomer_gets_in() -> No
 def test_nearly_full_a_tenant_keeps_an_even_share_of_its_region() -> None:
     budget = _budget()
     _fill(budget, TOTAL - NEARLY_FULL_ROOM, tenant="big")
-    assert budget.admit(_scopes(tenant="small"), region_rate=REGION_RATE, stall=None) is None
+    for i in range(STALLED_HOLD + 1):
+        small = _scopes(tenant="small", user=f"s{i}")
+        assert budget.admit(small, region_rate=REGION_RATE, stall=None) is None
     held = budget.held_in("us-east-1")
     park = budget.admit(_scopes(tenant="big", user="y"), region_rate=REGION_RATE, stall=None)
     assert park == Park(math.ceil(held / REGION_RATE), "tenant_share")
     assert (
         budget.admit(_scopes(tenant="small", user="z"), region_rate=REGION_RATE, stall=None) is None
+    )
+
+
+def test_a_stalled_region_does_not_cut_the_healthy_regions_shares() -> None:
+    budget = _budget()
+    down = _scopes(region="ap-southeast-2", pool="p3")
+    stall = Stall(Scope.REGION, 30.0)
+    for i in range(STALLED_HOLD):
+        probe = _scopes(region="ap-southeast-2", pool="p3", user=f"d{i}")
+        assert budget.admit(probe, region_rate=REGION_RATE, stall=stall) is None
+    assert budget.admit(down, region_rate=REGION_RATE, stall=stall) is not None
+
+    # Two healthy regions split what the stalled one leaves, half each, not a third.
+    half = (TOTAL - STALLED_HOLD) // 2
+    _fill(budget, half, region="us-east-1", pool="p1")
+    _fill(budget, half, region="eu-west-1", pool="p2")
+    over = _scopes(region="us-east-1", pool="p1", user="over")
+    assert budget.admit(over, region_rate=REGION_RATE, stall=None) == Park(
+        math.ceil(half / REGION_RATE), "region_share"
     )
 
 

@@ -8,7 +8,8 @@ memory. Within that budget:
   ``STALLED_HOLD`` messages: enough to probe with;
 - once the budget is nearly full, a user keeps what Cognito's per-user limit lets it call in
   ``USER_HOLD_S``, no region holds more than an even share of the budget among the regions
-  holding messages, and no pool more than an even share of its region's. Below that the
+  holding messages, and no pool more than an even share of its region's; a scope holding no
+  more than a stalled one may is left out of the split. Below that the
   budget is work-conserving: one region, pool or user alone may use all of it, so a healthy
   backlog is never parked for nothing.
 
@@ -151,17 +152,30 @@ class HeldBudget:
             # The user's turn comes at its per-user rate behind those already held.
             wait = (user_held - self._user_cap + 1) / self._user_rate
             return Park(_whole_seconds(wait), "user_share")
-        # A scope holding nothing is never over its share, so only those holding are counted.
-        regions = max(1, len(self._regions))
-        tenant_held = self._tenants[(scopes.region, scopes.tenant)]
-        tenants = max(1, sum(1 for region, _ in self._tenants if region == scopes.region))
-        over_region = region_held >= max(MIN_SCOPE_HOLD, self.total // regions)
-        over_tenant = tenant_held >= max(MIN_SCOPE_HOLD, (region_held + 1) // tenants)
-        if over_region or (tenants > 1 and over_tenant and not scopes.fair_queue_group):
+        region_share = _even_share(self.total, self._regions, scopes.region)
+        tenant = (scopes.region, scopes.tenant)
+        tenants = Counter({k: n for k, n in self._tenants.items() if k[0] == scopes.region})
+        tenant_share = _even_share(region_held + 1, tenants, tenant)
+        over_region = region_held >= max(MIN_SCOPE_HOLD, region_share)
+        over_tenant = self._tenants[tenant] >= max(MIN_SCOPE_HOLD, tenant_share)
+        if over_region or (len(tenants) > 1 and over_tenant and not scopes.fair_queue_group):
             # Its turn comes once what its region already holds has been called.
             wait = region_held / max(region_rate, 1e-3)
             return Park(_whole_seconds(wait), "region_share" if over_region else "tenant_share")
         return None
+
+
+def _even_share(total: int, held: Counter[_K], own: _K) -> int:
+    """`own`'s even share of `total` among the scopes that hold more than a stalled scope may.
+
+    A scope holding no more than STALLED_HOLD (a stalled one, or one just starting) keeps what
+    it holds and is not counted: a paused pool or a region in an outage must not halve the
+    healthy scopes' shares, and a newcomer is admitted below its share anyway.
+    """
+    others = [n for key, n in held.items() if key != own]
+    small = sum(n for n in others if n <= STALLED_HOLD)
+    sharing = 1 + sum(1 for n in others if n > STALLED_HOLD)
+    return (total - small) // sharing
 
 
 def _decrement(counter: Counter[_K], key: _K) -> None:
