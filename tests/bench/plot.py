@@ -26,7 +26,10 @@ SERIES_STYLES = ("--", ":", "-.")
 PANEL_HEIGHT_IN = 3.0
 FIGURES = {
     "classic": ("classic.png", "s1-s5: the worker's ceiling at the quota"),
-    "rate": ("rate_control.png", "Rate control: the worker's ceiling at 4x and 40x the quota"),
+    "rate": (
+        "rate_control.png",
+        "Rate control: the worker's ceiling at 4x and 40x the quota (untyped: 1,000/s)",
+    ),
     "bulkheads": ("bulkheads.png", "Bulkheads: one failing or greedy scope beside healthy ones"),
 }
 
