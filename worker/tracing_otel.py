@@ -7,6 +7,7 @@ linked to X-Ray's context when that names another trace), and a client span per 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,10 @@ OTLP_HINT = (
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
+@functools.cache
 def _tracer() -> trace.Tracer:
+    # One for the process: the SDK builds a new tracer on every get_tracer call, a cost paid
+    # per message. One taken before the provider is set delegates to it once it is.
     return trace.get_tracer(TRACER_NAME)
 
 
