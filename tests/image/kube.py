@@ -3,7 +3,8 @@
 The Deployment is played as written except for what only a local run needs: one replica, the
 host's network (the local stack listens on loopback), the image built here, a free metrics
 port, and a ConfigMap made from deploy/kubernetes/worker.env whose AWS endpoints, queue URLs,
-region and credentials point at the local stack.
+region and credentials point at the local stack. The Secrets the Deployment reads (the
+username hash key) are made as podman secrets with random values, as an operator makes them.
 
 podman 4.3 turns an ``httpGet`` liveness probe into ``curl`` run inside the container, cannot
 resolve a named port such as ``metrics`` (it probes port 0), and ignores startup and readiness
@@ -14,8 +15,10 @@ also checked from the host on its resolved port, the way a kubelet would.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ def config_map(stack: LocalStack, queues: QueuePair, name: str) -> dict[str, Any
     # What IRSA or Pod Identity provides in a cluster, and the local endpoints.
     for key in (
         "AWS_ENDPOINT_URL_SQS",
-        "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+        "FEEDBACK_COGNITO_ENDPOINTS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_EC2_METADATA_DISABLED",
@@ -66,6 +69,28 @@ def config_map(stack: LocalStack, queues: QueuePair, name: str) -> dict[str, Any
         data[key] = local[key]
     data["FEEDBACK_WAIT_TIME"] = "2"
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, list[str]]:
+    """The Secrets the container's env reads, each with the keys it takes from it."""
+    refs: dict[str, list[str]] = {}
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            refs.setdefault(ref["name"], []).append(ref["key"])
+    return refs
+
+
+def create_secrets(podman: Podman, refs: dict[str, list[str]], workdir: Path) -> None:
+    """What `kubectl create secret generic --from-literal` gives a cluster (deploy/README.md),
+    as podman secrets: podman reads a secretKeyRef from a JSON map of base64-encoded values."""
+    for name, keys in refs.items():
+        literal = {key: secrets.token_urlsafe(32) for key in keys}  # openssl rand -base64 32
+        encoded = {key: base64.b64encode(value.encode()).decode() for key, value in literal.items()}
+        path = workdir / f"secret-{name}.json"
+        path.write_text(json.dumps(encoded))
+        podman.run("secret", "rm", name, check=False)
+        podman.run("secret", "create", name, str(path))
 
 
 def played_copy(deployment: dict[str, Any], image: str, port: int) -> dict[str, Any]:
@@ -112,6 +137,8 @@ def run_kube(
     YAML(typ="safe").dump(played_copy(deployment, image, port), kube_file)
     YAML(typ="safe").dump(config_map(stack, queues, name), map_file)
     podman.run("kube", "play", "--down", str(kube_file), check=False)
+    refs = secret_refs(original)
+    create_secrets(podman, refs, workdir)
     started = time.monotonic()
     try:
         podman.run("kube", "play", "--configmap", str(map_file), str(kube_file))
@@ -122,6 +149,8 @@ def run_kube(
         _check_pod(podman, original, stack, queues, report, port, started)
     finally:
         podman.run("kube", "play", "--down", str(kube_file), check=False)
+        for secret in refs:
+            podman.run("secret", "rm", secret, check=False)
         stack.delete_queues(queues)
 
 
@@ -188,4 +217,8 @@ def _check_pod(
         applied is not None,
         f"{applied:.1f} s" if applied is not None else "",
     )
-    report.check("the pod's worker never restarted", restarts == 0, f"restarts {restarts}")
+    detail = f"restarts {restarts}"
+    if restarts and name:
+        logs = podman.run("logs", "--tail", "3", name, check=False)
+        detail += "; its last lines: " + (logs.stdout + logs.stderr).strip()[-600:]
+    report.check("the pod's worker never restarted", restarts == 0, detail)
